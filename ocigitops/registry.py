@@ -1,0 +1,786 @@
+"""Async OCI distribution client on httpx.
+
+Written here rather than taken from oras-py (architecture.md decision 3): we need
+byte-exact manifest PUTs (the digest is known before sending), image indexes,
+``artifactType``, the referrers API with its tag-schema fallback, cross-repository
+mounts and an async API that keeps connections alive for the controller.
+
+Layering: ``_send`` does one HTTP exchange with retries for transient failures;
+``_request`` adds the authentication dance (bearer challenge, token cached per host and
+scope); the public methods speak the distribution API and raise typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import email.utils
+import functools
+import hashlib
+import json
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlparse
+
+import httpx
+
+from ocigitops import __version__
+from ocigitops.auth import Challenge, CredentialResolver, Credentials, parse_challenge
+from ocigitops.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    NotFoundError,
+    PermissionDeniedError,
+    RegistryError,
+    RegistryUnreachableError,
+    SizeMismatchError,
+    UnsupportedError,
+)
+from ocigitops.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
+from ocigitops.reference import Reference
+
+log = logging.getLogger("ocigitops.registry")
+
+#: Manifests larger than this are refused (containerd uses the same bound).
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+#: Upper bound on referrers collected for one subject (pages are followed until then).
+MAX_REFERRERS = 10_000
+_READ_CHUNK = 1024 * 1024
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """An OCI content descriptor."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] | None = None
+    artifact_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The descriptor as it appears in a manifest (key order as the OCI Go types)."""
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
+                               "size": self.size}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        return out
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Descriptor:
+        """Parse a descriptor object, raising ValueError on a malformed one."""
+        if not isinstance(doc, dict):
+            raise ValueError("descriptor is not an object")
+        try:
+            digest, size, mt = str(doc["digest"]), int(doc["size"]), str(doc.get("mediaType", ""))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"descriptor lacks digest or size: {e}") from e
+        ann = doc.get("annotations")
+        return cls(media_type=mt, digest=digest, size=size,
+                   annotations={str(k): str(v) for k, v in ann.items()}
+                   if isinstance(ann, dict) else None,
+                   artifact_type=str(doc["artifactType"]) if doc.get("artifactType") else None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Raw manifest bytes with the media type and digest the registry gave them."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        """Parse the manifest; raise RegistryError when it is not a JSON object."""
+        try:
+            doc = json.loads(self.data)
+        except ValueError as e:
+            raise RegistryError(f"manifest {self.digest} is not valid JSON") from e
+        if not isinstance(doc, dict):
+            raise RegistryError(f"manifest {self.digest} is not a JSON object")
+        return doc
+
+
+@dataclass(frozen=True)
+class Referrers:
+    """Referrer descriptors of one subject and how they were found."""
+
+    descriptors: list[Descriptor]
+    #: ``"api"`` for the referrers API, ``"tag"`` for the tag-schema fallback.
+    via: str
+
+
+@dataclass
+class _HostState:
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    basic: bool = False
+    referrers_api: bool | None = None
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag-schema tag of ``digest``: ``sha256-<hex>``."""
+    alg, _, hexpart = digest.partition(":")
+    return f"{alg}-{hexpart}"
+
+
+def _error_from_body(body: bytes) -> tuple[str | None, str]:
+    try:
+        doc = json.loads(body)
+        errs = doc.get("errors") if isinstance(doc, dict) else None
+        if isinstance(errs, list) and errs and isinstance(errs[0], dict):
+            first = errs[0]
+            return (str(first.get("code")) if first.get("code") else None,
+                    str(first.get("message") or "").strip())
+    except ValueError:
+        pass
+    text = body.decode(errors="replace").strip().splitlines()
+    return None, (text[0][:200] if text else "")
+
+
+async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    # httpx's async client takes async bodies only; file reads of 1 MiB are short enough
+    # to do inline.
+    for chunk in chunks:
+        yield chunk
+
+
+def _basic(creds: Credentials) -> str:
+    raw = f"{creds.username}:{creds.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class RegistryClient:
+    """One client for any number of registries; use as ``async with RegistryClient() as c``.
+
+    ``insecure`` (True or a set of hosts) selects plain HTTP; everything else is HTTPS
+    verified against the system trust store or ``ca_file``.
+    """
+
+    def __init__(
+        self,
+        credentials: Callable[[str], Credentials | None] | None = None,
+        *,
+        insecure: bool | Iterable[str] = False,
+        ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff_base: float = 0.25,
+        backoff_max: float = 8.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._credentials = credentials or CredentialResolver()
+        self._insecure_all = insecure is True
+        self._insecure_hosts = set() if isinstance(insecure, bool) else set(insecure)
+        verify: ssl.SSLContext | bool = True
+        if ca_file or cert_file:
+            ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if cert_file:
+                ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+            verify = ctx
+        self._http = httpx.AsyncClient(
+            verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            headers={"User-Agent": f"ocigitops/{__version__}"}, transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._hosts: dict[str, _HostState] = {}
+        #: Requests sent, by method (for benchmarks and steady-state accounting).
+        self.request_count: dict[str, int] = {}
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._http.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def base_url(self, host: str) -> str:
+        """``scheme://host`` used for the registry ``host``."""
+        plain = self._insecure_all or host in self._insecure_hosts
+        return f"{'http' if plain else 'https'}://{host}"
+
+    def _state(self, host: str) -> _HostState:
+        return self._hosts.setdefault(host, _HostState())
+
+    async def _send(self, method: str, url: str, *, headers: dict[str, str],
+                    content: bytes | Callable[[], Iterator[bytes]] | None = None,
+                    params: dict[str, str] | None = None, stream: bool = False,
+                    follow_redirects: bool = True, host: str) -> httpx.Response:
+        """One exchange, retried on connection errors, 408/429/5xx with bounded backoff."""
+        attempt = 0
+        while True:
+            body: bytes | AsyncIterator[bytes] | None = (
+                _aiter(content()) if callable(content) else content)
+            req = self._http.build_request(method, url, headers=headers, content=body,
+                                           params=params)
+            self.request_count[method] = self.request_count.get(method, 0) + 1
+            try:
+                resp = await self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+            except httpx.TransportError as e:
+                if attempt >= self.max_retries or isinstance(e, httpx.UnsupportedProtocol):
+                    raise self._unreachable(host, e) from e
+                delay = self._backoff(attempt, None)
+                log.debug("transport error, retrying",
+                          extra={"host": host, "error": type(e).__name__, "delay": delay})
+            else:
+                if resp.status_code not in _RETRY_STATUSES or attempt >= self.max_retries:
+                    return resp
+                delay = self._backoff(attempt, _retry_after(resp))
+                await resp.aclose()
+                log.debug("transient status, retrying",
+                          extra={"host": host, "status": resp.status_code, "delay": delay})
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max * 4)
+        exp = min(self.backoff_max, self.backoff_base * float(2 ** attempt))
+        return exp / 2 + random.uniform(0, exp / 2)
+
+    def _unreachable(self, host: str, e: Exception) -> RegistryUnreachableError:
+        text = str(e) or type(e).__name__
+        hint = ""
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+            hint = " (the registry speaks plain HTTP: pass --insecure-registry)"
+        elif "CERTIFICATE_VERIFY_FAILED" in text:
+            hint = " (TLS certificate not trusted: pass --ca-file with the registry's CA)"
+        elif isinstance(e, httpx.ConnectError):
+            hint = " (is it running, and is the address right?)"
+        elif isinstance(e, httpx.TimeoutException):
+            hint = " (timed out)"
+        return RegistryUnreachableError(
+            f"cannot reach registry {host}: {text.splitlines()[0] if text else ''}{hint}",
+            url=self.base_url(host))
+
+    async def _token(self, host: str, challenge: Challenge, scopes: list[str],
+                     creds: Credentials | None) -> str:
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise AuthenticationError(f"registry {host} sent a bearer challenge without a realm")
+        params: list[tuple[str, str | int | float | bool | None]] = []
+        if challenge.params.get("service"):
+            params.append(("service", challenge.params["service"]))
+        for s in scopes:
+            params.append(("scope", s))
+        headers: dict[str, str] = {}
+        if creds and creds.identity_token:
+            form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                    "client_id": "ocigitops", "service": challenge.params.get("service", ""),
+                    "scope": " ".join(scopes)}
+            try:
+                resp = await self._http.post(realm, data=form)
+            except httpx.TransportError as e:
+                raise self._unreachable(urlparse(realm).netloc, e) from e
+        else:
+            auth = (creds.username, creds.password) if creds and creds.username else None
+            try:
+                resp = await self._http.get(realm, params=params, headers=headers, auth=auth)
+            except httpx.TransportError as e:
+                raise self._unreachable(urlparse(realm).netloc, e) from e
+        if resp.status_code in (401, 403):
+            raise AuthenticationError(
+                f"registry {host} refused the credentials"
+                f"{' for ' + creds.username if creds and creds.username else ''}"
+                f" (token service answered {resp.status_code}): check --creds or docker login",
+                status=resp.status_code, code="UNAUTHORIZED")
+        if resp.status_code != 200:
+            raise AuthenticationError(
+                f"token service of {host} answered {resp.status_code}",
+                status=resp.status_code)
+        try:
+            doc = resp.json()
+            token = str(doc.get("token") or doc.get("access_token") or "")
+        except ValueError as e:
+            raise AuthenticationError(f"token service of {host} returned invalid JSON") from e
+        if not token:
+            raise AuthenticationError(f"token service of {host} returned no token")
+        return token
+
+    async def _request(self, method: str, host: str, path: str, *, scopes: list[str],
+                       headers: dict[str, str] | None = None,
+                       content: bytes | Callable[[], Iterator[bytes]] | None = None,
+                       params: dict[str, str] | None = None, stream: bool = False,
+                       follow_redirects: bool = True, absolute_url: str | None = None,
+                       ) -> httpx.Response:
+        """Send with authentication: reuse a cached token, answer one challenge, retry once."""
+        state = self._state(host)
+        url = absolute_url or self.base_url(host) + path
+        scope_key = " ".join(sorted(scopes))
+        hdrs = dict(headers or {})
+        creds: Credentials | None = None
+        cached = state.tokens.get(scope_key)
+        if cached and cached[1] > time.monotonic():
+            hdrs["Authorization"] = f"Bearer {cached[0]}"
+        elif state.basic:
+            creds = self._credentials(host)
+            if creds and creds.username:
+                hdrs["Authorization"] = _basic(creds)
+        resp = await self._send(method, url, headers=hdrs, content=content, params=params,
+                                stream=stream, follow_redirects=follow_redirects, host=host)
+        if resp.status_code != 401:
+            return resp
+        header = resp.headers.get("WWW-Authenticate", "")
+        await resp.aclose()
+        challenge = parse_challenge(header) if header else Challenge("", {})
+        if creds is None:
+            creds = self._credentials(host)
+        if challenge.scheme == "bearer":
+            if creds and creds.registry_token and not creds.username:
+                token = creds.registry_token
+            else:
+                token = await self._token(host, challenge, scopes, creds)
+            state.tokens[scope_key] = (token, time.monotonic() + 240.0)
+            hdrs["Authorization"] = f"Bearer {token}"
+        elif challenge.scheme == "basic" and creds and creds.username:
+            state.basic = True
+            hdrs["Authorization"] = _basic(creds)
+        else:
+            raise AuthenticationError(
+                f"registry {host} requires authentication: pass --creds user:password or run"
+                " docker login", status=401, code="UNAUTHORIZED", url=url)
+        resp = await self._send(method, url, headers=hdrs, content=content, params=params,
+                                stream=stream, follow_redirects=follow_redirects, host=host)
+        if resp.status_code == 401:
+            await resp.aclose()
+            who = f" for user {creds.username!r}" if creds and creds.username else ""
+            raise AuthenticationError(
+                f"registry {host} refused the credentials{who}: check --creds or docker login",
+                status=401, code="UNAUTHORIZED", url=url)
+        return resp
+
+    async def _raise_for(self, resp: httpx.Response, what: str, host: str) -> None:
+        if resp.is_success:
+            return
+        try:
+            body = await resp.aread()
+        except httpx.HTTPError:
+            body = b""
+        code, message = _error_from_body(body)
+        detail = f"{code}: {message}" if code else (message or f"HTTP {resp.status_code}")
+        text = f"{what} on {host}: {detail}"
+        cls: type[RegistryError] = RegistryError
+        if resp.status_code == 404:
+            cls = NotFoundError
+        elif resp.status_code == 401:
+            cls = AuthenticationError
+        elif resp.status_code == 403:
+            cls = PermissionDeniedError
+            text += " (access denied: check the credentials' permissions)"
+        elif resp.status_code in (405, 501):
+            cls = UnsupportedError
+        raise cls(text, status=resp.status_code, code=code, url=str(resp.request.url))
+
+    @staticmethod
+    def _scopes(ref: Reference, push: bool = False) -> list[str]:
+        return [f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"]
+
+    # -- API --------------------------------------------------------------------------
+
+    async def ping(self, host: str) -> None:
+        """Check that ``host`` answers the ``/v2/`` endpoint (authentication included)."""
+        resp = await self._request("GET", host, "/v2/", scopes=[])
+        await self._raise_for(resp, "ping", host)
+
+    async def head_manifest(self, ref: Reference) -> Descriptor:
+        """HEAD the manifest of ``ref`` (falling back to GET when HEAD lacks a digest)."""
+        resp = await self._request(
+            "HEAD", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            scopes=self._scopes(ref), headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if resp.status_code == 404:
+            raise NotFoundError(f"{ref} not found: MANIFEST_UNKNOWN", status=404,
+                                code="MANIFEST_UNKNOWN")
+        await self._raise_for(resp, f"HEAD {ref}", ref.api_host)
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0]
+        size = int(resp.headers.get("Content-Length", "0") or 0)
+        if not digest or not media_type:
+            m = await self.get_manifest(ref)
+            return Descriptor(m.media_type, m.digest, len(m.data))
+        return Descriptor(media_type, digest, size)
+
+    async def get_manifest(self, ref: Reference, *,
+                           accept: Iterable[str] = MANIFEST_TYPES) -> Manifest:
+        """GET a manifest; the digest is computed locally and checked against a pinned ref."""
+        resp = await self._request(
+            "GET", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            scopes=self._scopes(ref), headers={"Accept": ", ".join(accept)}, stream=True)
+        try:
+            if resp.status_code == 404:
+                raise NotFoundError(f"{ref} not found: MANIFEST_UNKNOWN (no such tag or"
+                                    " digest in the repository)", status=404,
+                                    code="MANIFEST_UNKNOWN")
+            await self._raise_for(resp, f"GET {ref}", ref.api_host)
+            declared = int(resp.headers.get("Content-Length", "0") or 0)
+            if declared > MAX_MANIFEST_SIZE:
+                raise RegistryError(f"manifest {ref} is {declared} bytes, over the"
+                                    f" {MAX_MANIFEST_SIZE}-byte limit")
+            buf = bytearray()
+            async for chunk in resp.aiter_raw():
+                buf += chunk
+                if len(buf) > MAX_MANIFEST_SIZE:
+                    raise RegistryError(f"manifest {ref} is over the {MAX_MANIFEST_SIZE}-byte"
+                                        " limit")
+        finally:
+            await resp.aclose()
+        data = bytes(buf)
+        digest = sha256_digest(data)
+        if ref.digest and ref.digest != digest:
+            raise DigestMismatchError(f"manifest {ref} hashes to {digest}: the registry"
+                                      " returned different content than requested")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type or media_type not in MANIFEST_TYPES:
+            with contextlib.suppress(ValueError, AttributeError):
+                media_type = str(json.loads(data).get("mediaType") or media_type)
+        return Manifest(data=data, media_type=media_type, digest=digest)
+
+    async def put_manifest(self, ref: Reference, data: bytes, media_type: str,
+                           tag: str | None = None) -> tuple[str, bool]:
+        """PUT ``data`` exactly as given under ``tag`` (or its digest).
+
+        Returns the digest and whether the registry acknowledged a ``subject`` with the
+        ``OCI-Subject`` header (meaning it maintains the referrers itself).
+        """
+        digest = sha256_digest(data)
+        if len(data) > MAX_MANIFEST_SIZE:
+            raise RegistryError(f"manifest is {len(data)} bytes, over the"
+                                f" {MAX_MANIFEST_SIZE}-byte limit")
+        target = tag or digest
+        resp = await self._request(
+            "PUT", ref.api_host, f"/v2/{ref.repository}/manifests/{target}",
+            scopes=self._scopes(ref, push=True), headers={"Content-Type": media_type},
+            content=data)
+        await self._raise_for(resp, f"PUT manifest {ref.name}:{target}", ref.api_host)
+        returned = resp.headers.get("Docker-Content-Digest")
+        if returned and returned != digest:
+            raise DigestMismatchError(f"registry stored the manifest as {returned}, expected"
+                                      f" {digest}: it rewrote the bytes")
+        return digest, bool(resp.headers.get("OCI-Subject"))
+
+    async def delete_manifest(self, ref: Reference) -> None:
+        """DELETE a manifest by digest (registries may refuse tags or deletion)."""
+        resp = await self._request(
+            "DELETE", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
+            scopes=[f"repository:{ref.repository}:delete", *self._scopes(ref, push=True)])
+        await self._raise_for(resp, f"DELETE {ref}", ref.api_host)
+
+    async def blob_exists(self, ref: Reference, digest: str) -> bool:
+        """HEAD a blob."""
+        resp = await self._request("HEAD", ref.api_host,
+                                   f"/v2/{ref.repository}/blobs/{digest}",
+                                   scopes=self._scopes(ref))
+        if resp.status_code == 404:
+            return False
+        await self._raise_for(resp, f"HEAD blob {digest}", ref.api_host)
+        return True
+
+    async def push_blob(self, ref: Reference, digest: str, size: int, source: bytes | Path, *,
+                        mount_from: str | None = None, chunk_size: int | None = None,
+                        progress: ProgressFn | None = None, check_exists: bool = True) -> str:
+        """Upload a blob unless present. Returns ``"exists"``, ``"mounted"`` or ``"uploaded"``.
+
+        ``chunk_size`` selects chunked (PATCH) upload; otherwise one monolithic PUT.
+        ``mount_from`` asks the registry to mount the blob from another repository.
+        """
+        host = ref.api_host
+        if check_exists and await self.blob_exists(ref, digest):
+            if progress:
+                progress(size)
+            return "exists"
+        scopes = self._scopes(ref, push=True)
+        params: dict[str, str] = {}
+        if mount_from:
+            params = {"mount": digest, "from": mount_from}
+            scopes = [*scopes, f"repository:{mount_from}:pull"]
+        resp = await self._request("POST", host, f"/v2/{ref.repository}/blobs/uploads/",
+                                   scopes=scopes, params=params or None,
+                                   headers={"Content-Length": "0"})
+        if mount_from and resp.status_code == 201:
+            if progress:
+                progress(size)
+            return "mounted"
+        if resp.status_code != 202:
+            await self._raise_for(resp, f"start upload of {digest}", host)
+            raise RegistryError(f"start upload of {digest} on {host}: unexpected status"
+                                f" {resp.status_code}", status=resp.status_code)
+        location = self._location(resp, host)
+
+        def chunks(start: int = 0, end: int | None = None) -> Iterator[bytes]:
+            stop = size if end is None else end
+            if isinstance(source, bytes):
+                for off in range(start, stop, _READ_CHUNK):
+                    piece = source[off:min(stop, off + _READ_CHUNK)]
+                    if progress:
+                        progress(len(piece))
+                    yield piece
+                return
+            with open(source, "rb") as fh:
+                fh.seek(start)
+                remaining = stop - start
+                while remaining > 0:
+                    piece = fh.read(min(_READ_CHUNK, remaining))
+                    if not piece:
+                        break
+                    remaining -= len(piece)
+                    if progress:
+                        progress(len(piece))
+                    yield piece
+
+        if chunk_size:
+            offset = 0
+            while offset < size:
+                end = min(size, offset + chunk_size)
+                resp = await self._request(
+                    "PATCH", host, "", scopes=scopes, absolute_url=location,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{offset}-{end - 1}",
+                             "Content-Length": str(end - offset)},
+                    content=functools.partial(chunks, offset, end))
+                if resp.status_code != 202:
+                    await self._raise_for(resp, f"upload chunk of {digest}", host)
+                location = self._location(resp, host)
+                offset = end
+            final_body: bytes | Callable[[], Iterator[bytes]] = b""
+            final_headers = {"Content-Length": "0"}
+        else:
+            final_body = chunks
+            final_headers = {"Content-Type": "application/octet-stream",
+                             "Content-Length": str(size)}
+        sep = "&" if "?" in location else "?"
+        resp = await self._request("PUT", host, "", scopes=scopes,
+                                   absolute_url=f"{location}{sep}digest={digest}",
+                                   headers=final_headers, content=final_body)
+        if resp.status_code not in (201, 204):
+            await self._raise_for(resp, f"finish upload of {digest}", host)
+        return "uploaded"
+
+    def _location(self, resp: httpx.Response, host: str) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"registry {host} started an upload without a Location header")
+        return str(urljoin(self.base_url(host) + "/", str(loc)))
+
+    async def stream_blob(self, ref: Reference, desc: Descriptor) -> AsyncIterator[bytes]:
+        """Stream a blob, verifying size and digest as the last chunk arrives.
+
+        A short or long body raises SizeMismatchError, a wrong hash DigestMismatchError:
+        callers must treat everything received as untrusted until the iterator ends.
+        """
+        resp = await self._request("GET", ref.api_host,
+                                   f"/v2/{ref.repository}/blobs/{desc.digest}",
+                                   scopes=self._scopes(ref), stream=True)
+        try:
+            if resp.status_code == 404:
+                raise NotFoundError(f"blob {desc.digest} not found in {ref.name}: BLOB_UNKNOWN",
+                                    status=404, code="BLOB_UNKNOWN")
+            await self._raise_for(resp, f"GET blob {desc.digest}", ref.api_host)
+            h = hashlib.sha256()
+            got = 0
+            try:
+                async for chunk in resp.aiter_raw(_READ_CHUNK):
+                    got += len(chunk)
+                    if got > desc.size:
+                        raise SizeMismatchError(
+                            f"blob {desc.digest} is larger than its descriptor's {desc.size}"
+                            " bytes")
+                    h.update(chunk)
+                    yield chunk
+            except httpx.TransportError as e:
+                raise SizeMismatchError(
+                    f"download of blob {desc.digest} broke off after {got} of {desc.size}"
+                    f" bytes ({type(e).__name__}): truncated") from e
+            if got != desc.size:
+                raise SizeMismatchError(f"blob {desc.digest} is truncated: got {got} of"
+                                        f" {desc.size} bytes")
+            actual = "sha256:" + h.hexdigest()
+            if desc.digest.startswith("sha256:") and actual != desc.digest:
+                raise DigestMismatchError(f"blob {desc.digest} hashes to {actual}: corrupted"
+                                          " or tampered layer")
+        finally:
+            await resp.aclose()
+
+    async def fetch_blob(self, ref: Reference, desc: Descriptor, max_size: int | None = None,
+                         ) -> bytes:
+        """Download a small blob into memory (config, signature) with verification."""
+        if max_size is not None and desc.size > max_size:
+            raise RegistryError(f"blob {desc.digest} is {desc.size} bytes, over the"
+                                f" {max_size}-byte limit")
+        buf = bytearray()
+        async for chunk in self.stream_blob(ref, desc):
+            buf += chunk
+        return bytes(buf)
+
+    async def list_tags(self, ref: Reference, *, page_size: int = 1000,
+                        max_pages: int = 1000) -> list[str]:
+        """All tags of the repository, following ``Link`` pagination."""
+        tags: list[str] = []
+        url: str | None = None
+        params: dict[str, str] | None = {"n": str(page_size)}
+        for _ in range(max_pages):
+            resp = await self._request("GET", ref.api_host, f"/v2/{ref.repository}/tags/list",
+                                       scopes=self._scopes(ref), params=params,
+                                       absolute_url=url)
+            if resp.status_code == 404:
+                raise NotFoundError(f"repository {ref.name} not found: NAME_UNKNOWN",
+                                    status=404, code="NAME_UNKNOWN")
+            await self._raise_for(resp, f"list tags of {ref.name}", ref.api_host)
+            try:
+                doc = resp.json()
+            except ValueError as e:
+                raise RegistryError(f"tag list of {ref.name} is not valid JSON") from e
+            tags.extend(str(t) for t in (doc.get("tags") or []))
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                return tags
+            url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
+        return tags
+
+    async def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None,
+                        *, limit: int = MAX_REFERRERS) -> Referrers:
+        """Referrers of ``subject``: the referrers API, else the ``sha256-<hex>`` tag index.
+
+        Anything but a 200 image index from ``/referrers/`` means "unsupported"
+        (GHCR redirects to an HTML page). At most ``limit`` descriptors are kept.
+        """
+        state = self._state(ref.api_host)
+        if state.referrers_api is not False:
+            found = await self._referrers_api(ref, subject, artifact_type, limit)
+            if found is not None:
+                state.referrers_api = True
+                return Referrers(found, "api")
+            state.referrers_api = False
+        index = await self._fallback_index(ref, subject)
+        descs = index[:limit] if index else []
+        if artifact_type:
+            descs = [d for d in descs if d.artifact_type == artifact_type]
+        return Referrers(descs, "tag")
+
+    async def _referrers_api(self, ref: Reference, subject: str, artifact_type: str | None,
+                             limit: int) -> list[Descriptor] | None:
+        params = {"artifactType": artifact_type} if artifact_type else None
+        url: str | None = None
+        out: list[Descriptor] = []
+        for _ in range(1000):
+            resp = await self._request(
+                "GET", ref.api_host, f"/v2/{ref.repository}/referrers/{subject}",
+                scopes=self._scopes(ref), params=params, absolute_url=url,
+                headers={"Accept": OCI_INDEX}, follow_redirects=False, stream=True)
+            try:
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
+                if resp.status_code in (401, 403):
+                    await self._raise_for(resp, f"referrers of {subject}", ref.api_host)
+                if resp.status_code != 200 or (ctype and ctype != OCI_INDEX):
+                    return out or None
+                body = bytearray()
+                async for chunk in resp.aiter_raw():
+                    body += chunk
+                    if len(body) > MAX_MANIFEST_SIZE:
+                        raise RegistryError(f"referrers page for {subject} is over"
+                                            f" {MAX_MANIFEST_SIZE} bytes")
+            finally:
+                await resp.aclose()
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return out or None
+            if not isinstance(doc, dict) or doc.get("mediaType", OCI_INDEX) != OCI_INDEX:
+                return out or None
+            filtered = "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
+            for item in doc.get("manifests") or []:
+                try:
+                    d = Descriptor.from_json(item)
+                except ValueError:
+                    continue
+                if artifact_type and not filtered and d.artifact_type != artifact_type:
+                    continue
+                out.append(d)
+                if len(out) >= limit:
+                    return out
+            nxt = resp.links.get("next", {}).get("url")
+            if not nxt:
+                return out
+            url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
+        return out
+
+    async def _fallback_index(self, ref: Reference, subject: str) -> list[Descriptor]:
+        try:
+            m = await self.get_manifest(ref.with_tag(fallback_tag(subject)),
+                                        accept=INDEX_TYPES)
+        except NotFoundError:
+            return []
+        doc = m.json()
+        out: list[Descriptor] = []
+        for item in doc.get("manifests") or []:
+            try:
+                out.append(Descriptor.from_json(item))
+            except ValueError:
+                continue
+        return out
+
+    async def add_referrer_fallback(self, ref: Reference, subject: str,
+                                    referrer: Descriptor) -> None:
+        """Append ``referrer`` to the ``sha256-<hex>`` tag index of ``subject`` (no duplicates).
+
+        Read-modify-write: two writers at the same moment can lose an entry, the same
+        limitation every client of the tag schema has.
+        """
+        existing = await self._fallback_index(ref, subject)
+        if any(d.digest == referrer.digest for d in existing):
+            return
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                 "manifests": [d.to_json() for d in [*existing, referrer]]}
+        data = json.dumps(index, separators=(",", ":")).encode()
+        await self.put_manifest(ref, data, OCI_INDEX, tag=fallback_tag(subject))
+
+    async def push_referrer(self, ref: Reference, data: bytes, subject: str,
+                            artifact_type: str | None, annotations: dict[str, str] | None,
+                            ) -> str:
+        """PUT a manifest that has a ``subject`` and make it discoverable either way."""
+        digest, acknowledged = await self.put_manifest(ref, data, OCI_MANIFEST)
+        if not acknowledged:
+            await self.add_referrer_fallback(
+                ref, subject, Descriptor(OCI_MANIFEST, digest, len(data),
+                                         annotations=annotations, artifact_type=artifact_type))
+        return digest

@@ -1,0 +1,178 @@
+"""Deterministic tarballs, byte-identical to Go's ``archive/tar`` as Flux uses it.
+
+Written here instead of using :mod:`tarfile` because the artifact's uncompressed bytes
+(and so the config's ``diff_ids``) must match ``flux push artifact`` exactly: Python's
+tarfile pads the archive to a 10 KiB record and chooses PAX/GNU headers differently;
+Go writes USTAR headers (splitting long names into prefix/suffix), PAX only when a name
+cannot be represented, and ends with exactly two zero blocks.
+
+Entries are what Flux writes: a ``.`` root directory, then every directory and regular
+file in lexical (byte) order, depth first; names relative and slash-separated with no
+trailing slash on directories; mode = permission bits (+ setuid/setgid/sticky); uid,
+gid 0; empty user and group names; mtime 0. Symlinks and special files are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+BLOCK = 512
+_NAME_SIZE = 100
+_PREFIX_SIZE = 155
+_TYPE_REG = b"0"
+_TYPE_DIR = b"5"
+_TYPE_PAX = b"x"
+_COPY_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One archive member: ``path`` on disk, ``name`` in the archive."""
+
+    path: Path
+    name: str
+    is_dir: bool
+    mode: int
+    size: int
+
+
+def _octal(value: int, width: int) -> bytes:
+    # Go's formatOctal: zero-padded octal leaving room for a NUL terminator.
+    digits = format(value, "o")
+    if len(digits) > width - 1:
+        raise ValueError(f"value {value} does not fit a {width}-byte tar field")
+    return digits.rjust(width - 1, "0").encode() + b"\0"
+
+
+def _field(value: bytes, width: int) -> bytes:
+    return value[:width].ljust(width, b"\0")
+
+
+def _split_ustar(name: str) -> tuple[str, str] | None:
+    """Go's splitUSTARPath: (prefix, suffix) when a long ASCII name can use the prefix."""
+    if len(name) <= _NAME_SIZE or not name.isascii():
+        return None
+    length = len(name)
+    if length > _PREFIX_SIZE + 1:
+        length = _PREFIX_SIZE + 1
+    elif name[length - 1] == "/":
+        length -= 1
+    i = name.rfind("/", 0, length)
+    nlen = len(name) - i - 1
+    if i <= 0 or nlen > _NAME_SIZE or nlen == 0 or i > _PREFIX_SIZE:
+        return None
+    return name[:i], name[i + 1:]
+
+
+def _header(name: bytes, mode: int, size: int, typeflag: bytes, prefix: bytes = b"") -> bytes:
+    block = bytearray(
+        _field(name, 100) + _octal(mode, 8) + _octal(0, 8) + _octal(0, 8) + _octal(size, 12)
+        + _octal(0, 12) + b" " * 8 + typeflag + _field(b"", 100) + b"ustar\x0000"
+        + _field(b"", 32) + _field(b"", 32) + _octal(0, 8) + _octal(0, 8)
+        + _field(prefix, 155)
+    )
+    block += b"\0" * (BLOCK - len(block))
+    checksum = sum(block)
+    # Go writes six octal digits, a NUL, then leaves the space.
+    block[148:155] = format(checksum, "06o").encode() + b"\0"
+    return bytes(block)
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    # "%d %s=%s\n" where the length counts itself.
+    body = f" {key}={value}\n".encode()
+    size = len(body) + 1
+    while len(str(size).encode()) + len(body) != size:
+        size = len(str(size).encode()) + len(body)
+    return str(size).encode() + body
+
+
+def _ascii_only(s: str) -> bytes:
+    return "".join(c for c in s if c.isascii()).encode()
+
+
+def header_blocks(name: str, mode: int, size: int, is_dir: bool) -> bytes:
+    """The header block(s) Go's ``tar.Writer.WriteHeader`` writes for this member."""
+    typeflag = _TYPE_DIR if is_dir else _TYPE_REG
+    if len(name) <= _NAME_SIZE and name.isascii():
+        return _header(name.encode(), mode, size, typeflag)
+    split = _split_ustar(name)
+    if split is not None:
+        return _header(split[1].encode(), mode, size, typeflag, prefix=split[0].encode())
+    # PAX: an extended header member "dir/PaxHeaders.0/file" carrying the real path,
+    # then a USTAR header with the name squeezed to ASCII and 100 bytes.
+    data = _pax_record("path", name)
+    directory, _, base = name.rpartition("/")
+    pax_name = "/".join(p for p in (directory, "PaxHeaders.0", base) if p)
+    pax_bytes = _ascii_only(pax_name)[:_NAME_SIZE].rstrip(b"/")
+    out = _header(pax_bytes, 0, len(data), _TYPE_PAX) + data + b"\0" * (-len(data) % BLOCK)
+    main_name = _ascii_only(name)
+    if len(main_name) > _NAME_SIZE and main_name[_NAME_SIZE - 1:_NAME_SIZE] == b"/":
+        trimmed = main_name[:_NAME_SIZE - 1].rstrip(b"/")
+        main_name = trimmed + b"\0"
+    return out + _header(main_name, mode, size, typeflag)
+
+
+def _perm_bits(st_mode: int) -> int:
+    return stat.S_IMODE(st_mode) & 0o7777
+
+
+def walk(root: Path, exclude: Callable[[str, bool], bool] | None = None) -> Iterator[Entry]:
+    """Yield the members Flux would archive for ``root``, in Go's filepath.Walk order.
+
+    ``exclude(relative_name, is_dir)`` drops a member; as in Flux, excluding a directory
+    drops only its own entry, its children are still offered one by one.
+    """
+    root_st = root.stat()
+    yield Entry(root, ".", True, _perm_bits(root_st.st_mode), 0)
+
+    def visit(directory: Path, rel: str) -> Iterator[Entry]:
+        try:
+            names = sorted(os.listdir(directory), key=os.fsencode)
+        except OSError:
+            raise
+        for n in names:
+            p = directory / n
+            st = p.lstat()
+            name = f"{rel}/{n}" if rel else n
+            if stat.S_ISDIR(st.st_mode):
+                if not (exclude and exclude(name, True)):
+                    yield Entry(p, name, True, _perm_bits(st.st_mode), 0)
+                yield from visit(p, name)
+            elif stat.S_ISREG(st.st_mode):
+                if exclude and exclude(name, False):
+                    continue
+                yield Entry(p, name, False, _perm_bits(st.st_mode), st.st_size)
+            # Symlinks, sockets, devices: skipped, as Flux does.
+
+    yield from visit(root, "")
+
+
+def write_tar(entries: Iterator[Entry], out: BinaryIO) -> int:
+    """Write ``entries`` as a tar stream to ``out``; returns bytes written."""
+    written = 0
+    for e in entries:
+        hdr = header_blocks(e.name, e.mode, e.size, e.is_dir)
+        out.write(hdr)
+        written += len(hdr)
+        if e.is_dir:
+            continue
+        remaining = e.size
+        with open(e.path, "rb") as fh:
+            while remaining > 0:
+                chunk = fh.read(min(_COPY_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"{e.path} shrank while it was being archived")
+                out.write(chunk)
+                remaining -= len(chunk)
+        pad = -e.size % BLOCK
+        if pad:
+            out.write(b"\0" * pad)
+        written += e.size + pad
+    out.write(b"\0" * (2 * BLOCK))
+    return written + 2 * BLOCK

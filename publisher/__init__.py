@@ -1,0 +1,1 @@
+"""Publisher: render, package and push Kubernetes manifests as OCI artifacts."""

@@ -1,0 +1,317 @@
+"""Publisher operations on artifacts: push, tag, diff, list, build.
+
+Each function takes an open :class:`~ocigitops.registry.RegistryClient` and plain values
+and returns a dataclass; the CLI only parses flags and prints. Pulling lives in the core
+(:mod:`ocigitops.pull`) because the in-cluster puller needs it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import semver
+
+from ocigitops import mediatypes as mt
+from ocigitops.artifact import (
+    REPRODUCIBLE_CREATED,
+    ArtifactManifest,
+    Layer,
+    Metadata,
+    build_config,
+    build_layer,
+    build_manifest,
+    now_rfc3339,
+    parse_manifest,
+)
+from ocigitops.errors import NotFoundError, UsageError
+from ocigitops.extract import BoundedGunzip
+from ocigitops.reference import Reference, validate_tag
+from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
+
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
+
+#: Tags that are not artifacts: cosign signatures/attestations/SBOMs and referrer indexes.
+_HIDDEN_TAG = re.compile(r"^sha256-[a-f0-9]{64}(\.(sig|att|sbom))?$")
+
+
+@dataclass
+class PushResult:
+    """What a push did. ``pushed`` is False when ``--diff-tag`` found identical content."""
+
+    url: str
+    repository: str
+    tag: str
+    digest: str
+    pushed: bool = True
+    message: str = ""
+    layer_digest: str = ""
+    diff_id: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """The ``-o json`` document (Flux's fields plus ``pushed``)."""
+        return {"url": self.url, "repository": self.repository, "tag": self.tag,
+                "digest": self.digest, "pushed": self.pushed}
+
+
+async def _remote_diff_id(client: RegistryClient, ref: Reference,
+                          manifest: ArtifactManifest) -> str:
+    """The uncompressed-tar digest of the remote content layer.
+
+    Read from the config's ``rootfs.diff_ids`` when it has one (Flux and we write it);
+    otherwise computed by streaming and gunzipping the layer.
+    """
+    layer = manifest.select_layer()
+    if manifest.config.size <= 64 * 1024:
+        cfg = await client.fetch_blob(ref, manifest.config, max_size=64 * 1024)
+        try:
+            diff_ids = json.loads(cfg).get("rootfs", {}).get("diff_ids") or []
+            if len(diff_ids) == len(manifest.layers):
+                return str(diff_ids[manifest.layers.index(layer)])
+        except (ValueError, AttributeError):
+            pass
+    h = hashlib.sha256()
+    with tempfile.TemporaryFile() as spool:
+        async for chunk in client.stream_blob(ref, layer):
+            spool.write(chunk)
+        spool.seek(0)
+        gz = BoundedGunzip(spool, 8 * 1024 * 1024 * 1024)
+        while chunk := gz.read(1024 * 1024):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+async def push_artifact(
+    client: RegistryClient,
+    ref: Reference,
+    path: Path | str,
+    meta: Metadata,
+    *,
+    ignore: Sequence[str] = (),
+    reproducible: bool = False,
+    diff_tag: str | None = None,
+    progress: ProgressFactory | None = None,
+) -> PushResult:
+    """Package ``path`` and push it to ``ref`` (which must carry a tag).
+
+    With ``diff_tag`` the content is compared with that tag first (by the digest of the
+    uncompressed tar, so artifacts pushed by Flux compare equal too) and nothing is
+    pushed when it is the same.
+    """
+    if not ref.tag or ref.digest:
+        raise UsageError(f"{ref.url()}: push needs a tag (oci://repo:tag), not a digest")
+    if not meta.source or not meta.revision:
+        raise UsageError("--source and --revision are required outside a Git checkout and"
+                         " GitHub Actions")
+    with tempfile.TemporaryDirectory(prefix="ocigitops-push-") as tmp:
+        layer: Layer = build_layer(path, Path(tmp) / "artifact.tgz", ignore)
+        if diff_tag:
+            validate_tag(diff_tag)
+            try:
+                remote = await client.get_manifest(ref.with_tag(diff_tag))
+                remote_manifest = parse_manifest(remote.data, remote.media_type)
+                remote_diff = await _remote_diff_id(client, ref, remote_manifest)
+            except NotFoundError:
+                remote_diff = ""
+            if remote_diff == layer.diff_id:
+                return PushResult(
+                    url=ref.with_tag(ref.tag).url(), repository=ref.name, tag=ref.tag,
+                    digest=remote.digest, pushed=False, layer_digest=layer.digest,
+                    diff_id=layer.diff_id,
+                    message=f"content unchanged from tag {diff_tag} ({remote.digest}):"
+                            " nothing pushed")
+        created = REPRODUCIBLE_CREATED if reproducible else (meta.created or now_rfc3339())
+        meta = Metadata(source=meta.source, revision=meta.revision, created=created,
+                        annotations=dict(meta.annotations))
+        config = build_config(created, layer.diff_id)
+        config_desc = Descriptor(mt.FLUX_CONFIG, sha256_digest(config), len(config))
+        on_progress = progress("upload", layer.size) if progress else None
+        await asyncio.gather(
+            client.push_blob(ref, layer.digest, layer.size, layer.path, progress=on_progress),
+            client.push_blob(ref, config_desc.digest, config_desc.size, config),
+        )
+        manifest = build_manifest(config_desc, [layer.descriptor()], meta.to_annotations())
+        digest, _ = await client.put_manifest(ref, manifest, mt.OCI_MANIFEST, tag=ref.tag)
+    return PushResult(url=ref.url(), repository=ref.name, tag=ref.tag, digest=digest,
+                      layer_digest=layer.digest, diff_id=layer.diff_id,
+                      message=f"pushed {ref.url()}@{digest}")
+
+
+async def tag_artifact(client: RegistryClient, ref: Reference, tags: Sequence[str]) -> str:
+    """Add ``tags`` to the manifest ``ref`` points at (bytes copied exactly). Returns digest."""
+    if not tags:
+        raise UsageError("at least one --tag is required")
+    for t in tags:
+        validate_tag(t)
+    m = await client.get_manifest(ref)
+    for t in tags:
+        await client.put_manifest(ref, m.data, m.media_type, tag=t)
+    return m.digest
+
+
+@dataclass
+class DiffResult:
+    """Outcome of comparing a local tree with a remote artifact."""
+
+    same: bool
+    local_diff_id: str
+    remote_diff_id: str
+    remote_digest: str
+
+
+async def diff_artifact(client: RegistryClient, ref: Reference, path: Path | str,
+                        ignore: Sequence[str] = ()) -> DiffResult:
+    """Compare the content of ``path`` with the artifact at ``ref`` (annotations ignored)."""
+    m = await client.get_manifest(ref)
+    manifest = parse_manifest(m.data, m.media_type)
+    remote = await _remote_diff_id(client, ref, manifest)
+    with tempfile.TemporaryDirectory(prefix="ocigitops-diff-") as tmp:
+        local = build_layer(path, Path(tmp) / "artifact.tgz", ignore)
+    return DiffResult(same=local.diff_id == remote, local_diff_id=local.diff_id,
+                      remote_diff_id=remote, remote_digest=m.digest)
+
+
+@dataclass
+class ListedArtifact:
+    """One row of ``list artifacts``."""
+
+    url: str
+    tag: str
+    digest: str
+    source: str = ""
+    revision: str = ""
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form of the row."""
+        return {"url": self.url, "tag": self.tag, "digest": self.digest,
+                "source": self.source, "revision": self.revision, "created": self.created}
+
+
+def filter_tags(tags: Sequence[str], semver_range: str | None = None,
+                regex: str | None = None) -> list[str]:
+    """Hide signature/referrer tags, apply filters, sort descending (semver-aware)."""
+    visible = [t for t in tags if not _HIDDEN_TAG.match(t)]
+    if regex:
+        try:
+            pattern = re.compile(regex)
+        except re.error as e:
+            raise UsageError(f"--filter-regex {regex!r} does not compile: {e}") from e
+        visible = [t for t in visible if pattern.search(t)]
+    if semver_range:
+        matched: list[tuple[semver.Version, str]] = []
+        for t in visible:
+            v = parse_semver(t)
+            if v is not None and semver_matches(v, semver_range):
+                matched.append((v, t))
+        return [t for _, t in sorted(matched, reverse=True)]
+    return sorted(visible, reverse=True)
+
+
+def parse_semver(tag: str) -> semver.Version | None:
+    """Parse a tag as semver, allowing a leading ``v`` and missing minor/patch."""
+    text = tag[1:] if tag[:1] in ("v", "V") else tag
+    try:
+        return semver.Version.parse(text, optional_minor_and_patch=True)
+    except ValueError:
+        return None
+
+
+def semver_matches(v: semver.Version, constraint: str) -> bool:
+    """Match a Masterminds-style constraint (``>=1.0.0 <2.0.0``, ``1.x``, ``~1.2``,
+    ``^1.2``, ``||`` alternatives, comma or space separated conjunctions)."""
+    try:
+        return any(all(_match_one(v, c) for c in re.split(r"[,\s]+", alt.strip()) if c)
+                   for alt in constraint.split("||"))
+    except ValueError as e:
+        raise UsageError(f"invalid semver range {constraint!r}: {e}") from e
+
+
+def _match_one(v: semver.Version, c: str) -> bool:
+    m = re.match(r"^(>=|<=|!=|==|=|>|<|~|\^)?v?(.*)$", c)
+    if not m:
+        raise ValueError(c)
+    op, ver = m.group(1) or "=", m.group(2)
+    if ver in ("*", "x", "X", ""):
+        return v.prerelease is None
+    parts = ver.split(".")
+    wild = any(p in ("x", "X", "*") for p in parts) or len(parts) < 3
+    nums = [int(p) for p in parts if p not in ("x", "X", "*")]
+    base = semver.Version(*[*nums, 0, 0, 0][:3])
+    if "-" in ver and not wild:
+        base = semver.Version.parse(ver)
+    if v.prerelease and not (base.prerelease and (v.major, v.minor, v.patch)
+                             == (base.major, base.minor, base.patch)):
+        return False  # prereleases only match constraints that name them
+    if op in ("=", "==") and wild:
+        op = "~" if len(nums) >= 2 else "^"
+        if not nums:
+            return True
+    if op in ("=", "=="):
+        return v.compare(base) == 0
+    if op == "!=":
+        return v.compare(base) != 0
+    if op == ">":
+        return v.compare(base) > 0
+    if op == ">=":
+        return v.compare(base) >= 0
+    if op == "<":
+        return v.compare(base) < 0
+    if op == "<=":
+        return v.compare(base) <= 0
+    if op == "~":
+        upper = base.bump_minor() if len(nums) >= 2 else base.bump_major()
+        return base.compare(v) <= 0 < upper.compare(v)
+    # caret
+    if base.major > 0 or len(nums) == 1:
+        upper = base.bump_major()
+    elif base.minor > 0 or len(nums) == 2:
+        upper = base.bump_minor()
+    else:
+        upper = base.bump_patch()
+    return base.compare(v) <= 0 < upper.compare(v)
+
+
+async def list_artifacts(client: RegistryClient, ref: Reference, *,
+                         semver_range: str | None = None, regex: str | None = None,
+                         concurrency: int = 8) -> list[ListedArtifact]:
+    """Tags of ``ref``'s repository with digest, source and revision of each artifact."""
+    tags = filter_tags(await client.list_tags(ref), semver_range, regex)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def describe(tag: str) -> ListedArtifact:
+        async with sem:
+            m = await client.get_manifest(ref.with_tag(tag))
+        row = ListedArtifact(url=ref.with_tag(tag).url(), tag=tag, digest=m.digest)
+        try:
+            meta = parse_manifest(m.data, m.media_type).metadata
+        except Exception:  # a non-artifact tag (an image, an index) is listed bare
+            return row
+        row.source, row.revision, row.created = meta.source, meta.revision, meta.created
+        row.annotations = meta.annotations
+        return row
+
+    return list(await asyncio.gather(*(describe(t) for t in tags)))
+
+
+def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = ()) -> Layer:
+    """Write the artifact layer (tar+gzip) for ``path`` to ``output``, atomically."""
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.",
+                                     delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        layer = build_layer(path, tmp_path, ignore)
+        tmp_path.replace(output)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return Layer(path=output, digest=layer.digest, size=layer.size, diff_id=layer.diff_id)
