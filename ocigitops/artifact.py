@@ -165,12 +165,18 @@ def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
                  diff_id="sha256:" + tar_sha.hexdigest())
 
 
-def build_config(created: str, diff_id: str) -> bytes:
-    """The Flux config blob: a minimal image config, as go-containerregistry writes it."""
+#: go-containerregistry marshals the zero ``time.Time``; flux 2.7 never sets the config's
+#: created time (the manifest annotation carries it), so every Flux config has this value.
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def build_config(diff_id: str) -> bytes:
+    """The Flux config blob, byte for byte as ``flux push artifact`` (go-containerregistry
+    mutating ``empty.Image``) writes it: only the layer's ``diff_id`` varies."""
     doc: dict[str, Any] = {
         "architecture": "",
-        "created": created,
-        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "created": GO_ZERO_TIME,
+        "history": [{"created": GO_ZERO_TIME}],
         "os": "",
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "config": {},

@@ -69,12 +69,14 @@ def _split_ustar(name: str) -> tuple[str, str] | None:
     return name[:i], name[i + 1:]
 
 
-def _header(name: bytes, mode: int, size: int, typeflag: bytes, prefix: bytes = b"") -> bytes:
+def _header(name: bytes, mode: int, size: int, typeflag: bytes, prefix: bytes = b"",
+            raw: bool = False) -> bytes:
+    # ``raw``: Go's writeRawFile (PAX extended headers) leaves the device fields NUL.
+    dev = _field(b"", 16) if raw else _octal(0, 8) + _octal(0, 8)
     block = bytearray(
         _field(name, 100) + _octal(mode, 8) + _octal(0, 8) + _octal(0, 8) + _octal(size, 12)
         + _octal(0, 12) + b" " * 8 + typeflag + _field(b"", 100) + b"ustar\x0000"
-        + _field(b"", 32) + _field(b"", 32) + _octal(0, 8) + _octal(0, 8)
-        + _field(prefix, 155)
+        + _field(b"", 32) + _field(b"", 32) + dev + _field(prefix, 155)
     )
     block += b"\0" * (BLOCK - len(block))
     checksum = sum(block)
@@ -110,7 +112,7 @@ def header_blocks(name: str, mode: int, size: int, is_dir: bool) -> bytes:
     directory, _, base = name.rpartition("/")
     pax_name = "/".join(p for p in (directory, "PaxHeaders.0", base) if p)
     pax_bytes = _ascii_only(pax_name)[:_NAME_SIZE].rstrip(b"/")
-    out = _header(pax_bytes, 0, len(data), _TYPE_PAX) + data + b"\0" * (-len(data) % BLOCK)
+    out = _header(pax_bytes, 0, len(data), _TYPE_PAX, raw=True) + data + b"\0" * (-len(data) % BLOCK)
     main_name = _ascii_only(name)
     if len(main_name) > _NAME_SIZE and main_name[_NAME_SIZE - 1:_NAME_SIZE] == b"/":
         trimmed = main_name[:_NAME_SIZE - 1].rstrip(b"/")

@@ -129,7 +129,7 @@ async def push_artifact(
         created = REPRODUCIBLE_CREATED if reproducible else (meta.created or now_rfc3339())
         meta = Metadata(source=meta.source, revision=meta.revision, created=created,
                         annotations=dict(meta.annotations))
-        config = build_config(created, layer.diff_id)
+        config = build_config(layer.diff_id)
         config_desc = Descriptor(mt.FLUX_CONFIG, sha256_digest(config), len(config))
         on_progress = progress("upload", layer.size) if progress else None
         await asyncio.gather(
@@ -310,6 +310,7 @@ def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = 
         tmp_path = Path(tmp.name)
     try:
         layer = build_layer(path, tmp_path, ignore)
+        tmp_path.chmod(0o644)
         tmp_path.replace(output)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -112,7 +112,7 @@ def _b64url(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise MalformedSignatureError(f"JWS {what} is missing")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MalformedSignatureError(f"JWS {what} is not base64url") from exc
 

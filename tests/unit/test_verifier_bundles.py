@@ -88,7 +88,7 @@ def test_conformance_bundle_verify(case: str, mode: str) -> None:
     if case in KNOWN_UNSUPPORTED:
         pytest.xfail("Rekor 'intoto' entries are not supported by sigstore-python 4.5")
     if case.endswith("_fail"):
-        with pytest.raises(Exception) as info:  # noqa: PT011 - any typed rejection will do
+        with pytest.raises(Exception) as info:
             _run_case(case, mode)
         assert str(info.value)
         return

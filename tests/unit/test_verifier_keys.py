@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
+from verifier_vectors import COSIGN, vectors
 
 from verifier import keys
 from verifier.errors import (
@@ -17,8 +18,6 @@ from verifier.errors import (
     UnsupportedKeyError,
     WrongPasswordError,
 )
-
-from verifier_vectors import COSIGN, vectors
 
 pytestmark = pytest.mark.unit
 

@@ -102,7 +102,7 @@ def test_refusals() -> None:
 
 
 def test_layer_parsing_errors() -> None:
-    with pytest.raises(MalformedSignatureError, match="no dev.cosignproject"):
+    with pytest.raises(MalformedSignatureError, match=r"no dev\.cosignproject"):
         LegacySignature.from_layer(b"{}", {})
     with pytest.raises(MalformedSignatureError, match="base64"):
         LegacySignature.from_layer(b"{}", {simplesigning.SIGNATURE_ANNOTATION: "***"})
@@ -191,7 +191,7 @@ def test_public_good_set_and_keyless_certificate() -> None:
                            certificate=x509.load_pem_x509_certificate(cert_pem))
     ident = IdentityPolicy(issuer=DEFAULT_ISSUER,
                            subject_regexp=r"^https://github\.com/sigstore-conformance/")
-    cert, when = verify_certificate_signature(payload, sig, cert_pem, None, ann, ident)
+    _cert, when = verify_certificate_signature(payload, sig, cert_pem, None, ann, ident)
     assert when.year == 2023
     with pytest.raises(IdentityMismatchError):
         verify_certificate_signature(payload, sig, cert_pem, None, ann,

@@ -277,14 +277,16 @@ class FakeSigstore:
 
     def rekor_annotation(self, entry: dict[str, Any]) -> str:
         """The legacy ``dev.sigstore.cosign/bundle`` annotation for a log entry."""
-        return json.dumps({"SignedEntryTimestamp": entry["inclusionPromise"]["signedEntryTimestamp"],
+        set_b64 = entry["inclusionPromise"]["signedEntryTimestamp"]
+        return json.dumps({"SignedEntryTimestamp": set_b64,
                            "Payload": {"body": entry["canonicalizedBody"],
                                        "integratedTime": int(entry["integratedTime"]),
                                        "logIndex": int(entry["logIndex"]),
                                        "logID": self.rekor_id.hex()}})
 
 
-def hashedrekord_body(signature: bytes, verifier_pem: bytes, payload_sha256: bytes) -> dict[str, Any]:
+def hashedrekord_body(signature: bytes, verifier_pem: bytes,
+                      payload_sha256: bytes) -> dict[str, Any]:
     """A hashedrekord v0.0.1 entry body."""
     return {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
         "data": {"hash": {"algorithm": "sha256", "value": payload_sha256.hex()}},

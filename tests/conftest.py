@@ -1,0 +1,59 @@
+"""Session fixtures: real registries on 127.0.0.1, started once and shared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import registries
+from tests.registries import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def embedded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Our embedded registry (referrers API)."""
+    with registries.embedded(tmp_path_factory.mktemp("embedded")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def debian_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian docker-registry 2.8 over plain HTTP (no referrers API)."""
+    with registries.debian(tmp_path_factory.mktemp("debian")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def debian_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian docker-registry with htpasswd basic auth."""
+    with registries.debian(tmp_path_factory.mktemp("debian-auth"), auth=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def debian_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian docker-registry with TLS from a test CA."""
+    with registries.debian(tmp_path_factory.mktemp("debian-tls"), tls=True) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def ggcr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """go-containerregistry's registry (referrers API)."""
+    with registries.crane(tmp_path_factory.mktemp("ggcr")) as reg:
+        yield reg
+
+
+@pytest.fixture(params=["embedded", "debian_plain", "debian_auth", "debian_tls", "ggcr"])
+def any_registry(request: pytest.FixtureRequest) -> Registry:
+    """Each registry flavour in turn."""
+    name = request.param if request.param != "ggcr" else "ggcr_registry"
+    if name == "embedded":
+        name = "embedded_registry"
+    reg: Registry = request.getfixturevalue(name)
+    return reg
