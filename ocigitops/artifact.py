@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -114,33 +113,27 @@ class _HashingWriter:
 
 
 def _stage_source(path: Path | str, stage: Path) -> Path:
-    """Return the directory to archive: ``path`` itself, or a staging dir for a file/stdin.
-
-    A single file is archived as a tree holding that one file (what Flux does).
-    """
+    """Return what to archive: ``path`` itself, or a staged file holding stdin."""
     if str(path) == "-":
         target = stage / STDIN_FILENAME
         with open(target, "wb") as fh:
             shutil.copyfileobj(sys.stdin.buffer, fh)
-        return stage
+        target.chmod(0o644)
+        return target
     p = Path(path)
     if not p.exists():
         raise UsageError(f"--path {p}: no such file or directory")
-    if p.is_dir():
-        return p
-    if not p.is_file():
+    if not (p.is_dir() or p.is_file()):
         raise UsageError(f"--path {p}: not a regular file or directory")
-    dst = stage / p.name
-    shutil.copyfile(p, dst)
-    os.chmod(dst, p.stat().st_mode & 0o777)
-    return stage
+    return p
 
 
 def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
                 progress: Callable[[int], None] | None = None) -> Layer:
     """Archive ``path`` (directory, file, or ``-`` for stdin) into ``out_file`` (tar+gzip).
 
-    ``ignore`` holds gitignore-style patterns relative to the archived root.
+    ``ignore`` holds gitignore-style patterns relative to the archived root. A file (or
+    stdin, archived as ``manifests.yaml``) becomes a one-entry archive, as in Flux.
     """
     excluded = matcher(list(ignore))
     with tempfile.TemporaryDirectory(prefix="ocigitops-stage-") as stage_dir:

@@ -6,10 +6,11 @@ tarfile pads the archive to a 10 KiB record and chooses PAX/GNU headers differen
 Go writes USTAR headers (splitting long names into prefix/suffix), PAX only when a name
 cannot be represented, and ends with exactly two zero blocks.
 
-Entries are what Flux writes: a ``.`` root directory, then every directory and regular
+Entries are what Flux writes: for a directory, a ``.`` root entry, then every directory and regular
 file in lexical (byte) order, depth first; names relative and slash-separated with no
 trailing slash on directories; mode = permission bits (+ setuid/setgid/sticky); uid,
 gid 0; empty user and group names; mtime 0. Symlinks and special files are skipped.
+A single file is archived alone under its base name.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def header_blocks(name: str, mode: int, size: int, is_dir: bool) -> bytes:
     directory, _, base = name.rpartition("/")
     pax_name = "/".join(p for p in (directory, "PaxHeaders.0", base) if p)
     pax_bytes = _ascii_only(pax_name)[:_NAME_SIZE].rstrip(b"/")
-    out = _header(pax_bytes, 0, len(data), _TYPE_PAX, raw=True) + data + b"\0" * (-len(data) % BLOCK)
+    out = (_header(pax_bytes, 0, len(data), _TYPE_PAX, raw=True) + data
+           + b"\0" * (-len(data) % BLOCK))
     main_name = _ascii_only(name)
     if len(main_name) > _NAME_SIZE and main_name[_NAME_SIZE - 1:_NAME_SIZE] == b"/":
         trimmed = main_name[:_NAME_SIZE - 1].rstrip(b"/")
@@ -131,6 +133,11 @@ def walk(root: Path, exclude: Callable[[str, bool], bool] | None = None) -> Iter
     drops only its own entry, its children are still offered one by one.
     """
     root_st = root.stat()
+    if stat.S_ISREG(root_st.st_mode):
+        # A single file is archived under its base name, with no "." entry (flux 2.7).
+        if not (exclude and exclude(root.name, False)):
+            yield Entry(root, root.name, False, _perm_bits(root_st.st_mode), root_st.st_size)
+        return
     yield Entry(root, ".", True, _perm_bits(root_st.st_mode), 0)
 
     def visit(directory: Path, rel: str) -> Iterator[Entry]:

@@ -5,7 +5,13 @@ envelopes) plus trust material (keys, trusted roots, trust stores, policies); ou
 results that name the verified digest and the signer. Nothing here touches the network.
 
 Modules: ``keys`` (cosign key files), ``sigalg`` (raw signatures), ``simplesigning`` (legacy
-``.sig`` layers), ``rekor`` (SETs), ``bundles`` (sigstore bundles), ``identity`` (keyless
-identity policy), ``notation`` and ``trustpolicy`` (notation envelopes and trust policies),
-``policy`` (authorities and the any/all/N rule).
+``.sig`` layers signed with a key), ``legacy_keyless`` (``.sig`` layers with a Fulcio
+certificate), ``rekor`` (SETs), ``bundles`` (sigstore bundles, key and keyless), ``identity``
+(keyless identity policy), ``notation`` and ``trustpolicy`` (notation envelopes, trust policies
+and stores), ``policy`` (authorities, the any/all/N rule, Flux's ``verify`` block),
+``results`` (what verified and who signed), ``errors`` (typed failures).
+
+The usual entry point is :func:`verifier.policy.evaluate` with a policy from
+:func:`verifier.policy.parse_policy` or :func:`verifier.policy.from_flux_verify` and the
+:class:`verifier.policy.Candidates` the registry layer found for one digest.
 """

@@ -8,9 +8,10 @@ PAE), the in-toto subject, the Rekor entry (inclusion proof, checkpoint and SET,
 sigstore-python's log entry model so the Merkle and note code is the audited one), the entry
 body against the signature and key, and RFC 3161 timestamps (rfc3161-client, as sigstore does).
 
-Two deliberate differences from sigstore-python 4.5: a trusted root's timestamp authority
-validity end is inclusive (as the sigstore-conformance suite and sigstore-go say), and DSSE
-results are checked against the in-toto subject digest rather than returned unchecked.
+Deliberate differences from sigstore-python 4.5: a trusted root's timestamp authority validity
+end is inclusive (as the sigstore-conformance suite and sigstore-go say); DSSE results are
+checked against the in-toto subject digest rather than returned unchecked; and Rekor v1
+``intoto`` 0.0.2 entries (older cosign attestations) are accepted with their own body check.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from typing import Any
 import sigstore
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from rfc3161_client import TimeStampResponse, VerifierBuilder, decode_timestamp_response
 from rfc3161_client import VerificationError as Rfc3161VerificationError
 from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError as SigstoreVerificationError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle, TransparencyLogEntry, TrustedRoot
 from sigstore.verify import Verifier
@@ -189,14 +192,19 @@ def verify_bundle_keyless(
     except SigstoreError as exc:
         raise IdentityMismatchError(f"signer identity rejected: {exc}") from exc
     try:
-        verifier = Verifier(trusted_root=root)
         statement: dict[str, Any] | None = None
         payload_type: str | None = None
-        if b._dsse_envelope is not None:
+        kind = b.log_entry._inner.kind_version
+        if b._dsse_envelope is not None and (kind.kind, kind.version) == ("intoto", "0.0.2"):
+            payload_type, payload = _IntotoVerifier(trusted_root=root).verify_intoto(b, identity)
+            statement = _check_statement(payload_type, payload, want)
+        elif b._dsse_envelope is not None:
+            verifier = Verifier(trusted_root=root)
             payload_type, payload = verifier.verify_dsse(b, identity)
             statement = _check_statement(payload_type, payload, want)
         else:
-            verifier.verify_artifact(artifact if artifact is not None else want, b, identity)
+            Verifier(trusted_root=root).verify_artifact(
+                artifact if artifact is not None else want, b, identity)
     except SigstoreError as exc:
         msg = str(exc)
         cls = CertificateError if "certificate" in msg.lower() else SignatureVerificationError
@@ -215,6 +223,82 @@ def verify_bundle_keyless(
 def _integrated_time(b: Bundle) -> datetime | None:
     t = b.log_entry._inner.integrated_time
     return datetime.fromtimestamp(t, tz=UTC) if t else None
+
+
+class _IntotoVerifier(Verifier):
+    """sigstore's Verifier extended to Rekor v1 ``intoto`` 0.0.2 entries.
+
+    sigstore-python 4.5 handles ``dsse`` and ``hashedrekord`` entries only, while cosign
+    attestations logged before Rekor's ``dsse`` type exist as ``intoto`` entries. Time
+    establishment and the entry body check are redone here for that kind; the certificate,
+    SCT, identity, inclusion proof and SET steps stay sigstore's own.
+    """
+
+    def _establish_time(self, bundle: Bundle) -> list[Any]:
+        from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+
+        times: list[Any] = []
+        if bundle.verification_material.timestamp_verification_data:
+            if not self._trusted_root.get_timestamp_authorities():
+                raise SigstoreVerificationError(
+                    "bundle has signed timestamps but the trusted root has no TSA")
+            times.extend(self._verify_timestamp_authority(bundle))
+        inner = bundle.log_entry._inner
+        if inner.integrated_time and inner.inclusion_promise:
+            times.append(TimestampVerificationResult(
+                source=TimestampSource.TRANSPARENCY_SERVICE,
+                time=datetime.fromtimestamp(inner.integrated_time, tz=UTC)))
+        return times
+
+    def verify_intoto(self, bundle: Bundle, policy: IdentityPolicy) -> tuple[str, bytes]:
+        """Verify a DSSE bundle whose log entry is ``intoto`` 0.0.2."""
+        from sigstore import dsse as sigstore_dsse
+
+        self._verify_common_signing_cert(bundle, policy)
+        envelope = bundle._dsse_envelope
+        if envelope is None:
+            raise SigstoreVerificationError("intoto log entry without a DSSE envelope")
+        key = bundle.signing_certificate.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise SigstoreVerificationError("only ECDSA Fulcio certificates are supported")
+        sigstore_dsse._verify(key, envelope)
+        _check_intoto_body(bundle)
+        return envelope._inner.payload_type, envelope._inner.payload
+
+
+def _unwrap_b64(value: str) -> bytes:
+    """Decode the doubly base64-encoded signature of an intoto entry (b"" if it is not)."""
+    try:
+        return base64.b64decode(base64.b64decode(value, validate=True), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _check_intoto_body(bundle: Bundle) -> None:
+    """The ``intoto`` 0.0.2 entry must carry this payload's hash, signature and certificate.
+
+    In that entry type the envelope's payload and signatures are base64-encoded once more.
+    """
+    envelope = bundle._dsse_envelope
+    assert envelope is not None
+    try:
+        body = json.loads(bundle.log_entry._inner.canonicalized_body)
+        content = body["spec"]["content"]
+        ph = content["payloadHash"]
+        logged = content["envelope"]["signatures"]
+        want_sigs = sorted(s.sig for s in envelope._inner.signatures)
+        got_sigs = sorted(_unwrap_b64(s["sig"]) for s in logged)
+        certs = {x509.load_pem_x509_certificate(base64.b64decode(s["publicKey"]))
+                 for s in logged}
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise SigstoreVerificationError(f"intoto log entry is malformed: {exc}") from exc
+    if ph.get("algorithm") != "sha256" or \
+            ph.get("value") != hashlib.sha256(envelope._inner.payload).hexdigest():
+        raise SigstoreVerificationError("log entry payload hash does not match bundle")
+    if got_sigs != want_sigs:
+        raise SigstoreVerificationError("log entry signatures do not match bundle")
+    if certs != {bundle.signing_certificate}:
+        raise SigstoreVerificationError("log entry certificate does not match bundle")
 
 
 # -- key-based -----------------------------------------------------------------------------

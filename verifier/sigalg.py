@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
-from verifier.errors import SignatureVerificationError, UnsupportedKeyError
+from verifier.errors import SignatureVerificationError, UnsupportedAlgorithmError
 from verifier.keys import PrivateKey, PublicKey, check_key_supported
 
 # Signatures larger than this are never legitimate (RSA-4096 is 512 bytes, ECDSA P-521 DER
@@ -90,7 +90,8 @@ def verify_prehashed(key: PublicKey, signature: bytes, digest: bytes,
     except ValueError as exc:
         raise SignatureVerificationError(f"signature could not be parsed: {exc}") from exc
     # Pure Ed25519 signs the whole message, so a digest alone cannot be checked.
-    raise UnsupportedKeyError("Ed25519 signatures cannot be verified from a digest alone")
+    raise UnsupportedAlgorithmError(
+        "pure Ed25519 signatures cannot be verified from a digest alone: pass the artifact")
 
 
 def _verify_rsa(key: rsa.RSAPublicKey, signature: bytes, data: bytes,

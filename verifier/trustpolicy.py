@@ -318,13 +318,18 @@ def _load_certs(raw: bytes, source: str) -> list[x509.Certificate]:
 
 
 class TrustStore:
-    """Named sets of trusted certificates by type (``ca``, ``signingAuthority``, ``tsa``)."""
+    """Named sets of trusted certificates by type (``ca``, ``signingAuthority``, ``tsa``).
+
+    Built in memory from certificates, or read lazily from notation's directory layout so a
+    broken store only fails the policies that use it (as in notation).
+    """
 
     def __init__(self, stores: Mapping[tuple[str, str], Iterable[x509.Certificate]]
-                 | None = None) -> None:
+                 | None = None, *, root: Path | None = None) -> None:
         self._stores: dict[tuple[str, str], list[x509.Certificate]] = {
             k: list(v) for k, v in (stores or {}).items()
         }
+        self._root = root
 
     @classmethod
     def from_directory(cls, root: Path | str) -> TrustStore:
@@ -335,21 +340,14 @@ class TrustStore:
         base = Path(root) / "x509"
         if not base.is_dir():
             raise TrustStoreError(f"{base} is not a directory")
-        stores: dict[tuple[str, str], list[x509.Certificate]] = {}
+        names: dict[tuple[str, str], list[x509.Certificate]] = {}
         for t in STORE_TYPES:
             tdir = base / t
-            if not tdir.is_dir():
-                continue
-            for sdir in sorted(tdir.iterdir()):
-                if not sdir.is_dir() or sdir.is_symlink():
-                    continue
-                stores[(t, sdir.name)] = []  # loaded lazily: a broken store fails only if used
-        inst = cls()
-        inst._stores = stores
-        inst._root = base
-        return inst
-
-    _root: Path | None = None
+            if tdir.is_dir():
+                for sdir in sorted(tdir.iterdir()):
+                    if sdir.is_dir() and not sdir.is_symlink():
+                        names[(t, sdir.name)] = []
+        return cls(names, root=base)
 
     def certificates(self, store_type: str, name: str) -> list[x509.Certificate]:
         """The certificates of one named store; raises if missing, empty or unreadable."""
@@ -358,8 +356,7 @@ class TrustStore:
             raise TrustStoreError(f"trust store {store_type}:{name} does not exist")
         certs = self._stores[key]
         if not certs and self._root is not None:
-            sdir = self._root / store_type / name
-            for f in sorted(sdir.iterdir()):
+            for f in sorted((self._root / store_type / name).iterdir()):
                 if f.is_symlink() or not f.is_file():
                     raise TrustStoreError(f"{f} is not a regular file")
                 if f.stat().st_size > _MAX_POLICY_BYTES:

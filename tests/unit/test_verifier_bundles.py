@@ -41,6 +41,7 @@ from verifier.errors import (
     CertificateError,
     DigestMismatchError,
     IdentityMismatchError,
+    KeyLoadError,
     MalformedSignatureError,
     OversizedInputError,
     PolicyError,
@@ -52,10 +53,6 @@ from verifier.results import SignatureVerification
 
 pytestmark = pytest.mark.unit
 
-# sigstore-python 4.5 does not implement Rekor v1 "intoto" log entries, which this one case
-# uses; it is rejected with "Integrated time only supported for dsse/hashedrekord". The
-# other intoto-* cases must fail anyway, so they pass, but not for the reason in their name.
-KNOWN_UNSUPPORTED = {"intoto-with-custom-trust-root"}
 
 STAGING_ROOT = (Path(sigstore.__file__).parent / "_store"
                 / "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev" / "trusted_root.json")
@@ -85,8 +82,6 @@ def _run_case(case: str, mode: str) -> SignatureVerification:
 @pytest.mark.parametrize("mode", ["bytes", "digest"])
 @pytest.mark.parametrize("case", conformance_cases())
 def test_conformance_bundle_verify(case: str, mode: str) -> None:
-    if case in KNOWN_UNSUPPORTED:
-        pytest.xfail("Rekor 'intoto' entries are not supported by sigstore-python 4.5")
     if case.endswith("_fail"):
         with pytest.raises(Exception) as info:
             _run_case(case, mode)
@@ -95,6 +90,19 @@ def test_conformance_bundle_verify(case: str, mode: str) -> None:
     result = _run_case(case, mode)
     assert result.digest.startswith("sha256:")
     assert result.signer.kind in ("key", "keyless")
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("intoto-log-entry-mismatch_fail", "signatures do not match"),
+    ("intoto-expired-certificate_fail", "not valid at validation time"),
+    ("signature-mismatch_fail", "Signature is invalid"),
+    ("wrong-hashedrekord-entry_fail", "inconsistent"),
+    ("set-invalid-signature_fail", "SET"),
+    ("managed-key-wrong-key_fail", "DER"),
+])
+def test_conformance_failures_name_their_reason(case: str, reason: str) -> None:
+    with pytest.raises((SignatureVerificationError, KeyLoadError), match=reason):
+        _run_case(case, "bytes")
 
 
 def test_conformance_managed_key_wrong_key_is_refused_for_the_key() -> None:
