@@ -199,21 +199,41 @@ class Sample:
     cpu: float
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_measured(argv: list[str], log: Path) -> Sample:
-    """Run ``argv`` to completion; wall time and the child's own rusage via ``os.wait4``."""
-    with open(log, "ab") as out:
+    """Run ``argv`` to completion: its wall time, peak RSS and CPU time.
+
+    On Linux a process's ``ru_maxrss`` survives ``exec``: a child forked (or vforked)
+    straight from this benchmark starts with *our* peak RSS as its floor (~70 MiB here,
+    more than a whole ``flux`` run). So when GNU ``/usr/bin/time`` exists the command is
+    started through it: ``time`` is a tiny C process, its child's ``ru_maxrss`` (which it
+    gets from ``wait4``) is exact. Otherwise ``os.wait4`` on a direct child is used and
+    the RSS has that floor.
+    """
+    via_time = os.access(GNU_TIME, os.X_OK)
+    with tempfile.NamedTemporaryFile("r", suffix=".rusage") as ru_file, \
+            open(log, "ab") as out:
         out.write(("\n$ " + " ".join(argv) + "\n").encode())
         out.flush()
+        full = [GNU_TIME, "-f", "%M %U %S %x", "-o", ru_file.name, *argv] if via_time \
+            else argv
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(full, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from re-waiting
+        if via_time:
+            # "Command exited with non-zero status N" may precede the numbers.
+            fields = ru_file.read().split()[-4:]
+            rss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+        else:
+            rss_kib, cpu = ru.ru_maxrss, ru.ru_utime + ru.ru_stime  # Linux: KiB
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{argv[0]} exited {proc.returncode}:\n{tail}")
-    # Linux reports ru_maxrss in KiB.
-    return Sample(wall=wall, rss_mib=ru.ru_maxrss / 1024, cpu=ru.ru_utime + ru.ru_stime)
+    return Sample(wall=wall, rss_mib=rss_kib / 1024, cpu=cpu)
 
 
 def med(samples: list[Sample]) -> dict[str, float]:
@@ -290,6 +310,7 @@ def main() -> int:
                     n += 1
                     for who in order:
                         out = tmp / f"pull-{who}-{src}-{i}"
+                        out.mkdir()  # flux needs it to exist; fresh and empty for both
                         exe = ours if who == "ours" else flux
                         s = run_measured([exe, "pull", "artifact", ref, "--output", str(out),
                                           "--insecure-registry"], log)

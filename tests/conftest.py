@@ -49,11 +49,20 @@ def ggcr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
         yield reg
 
 
-@pytest.fixture(params=["embedded", "debian_plain", "debian_auth", "debian_tls", "ggcr"])
+@pytest.fixture(scope="session")
+def olareg_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """olareg (third-party, referrers API)."""
+    with registries.olareg(tmp_path_factory.mktemp("olareg")) as reg:
+        yield reg
+
+
+_FLAVOURS = {"embedded": "embedded_registry", "debian_plain": "debian_plain",
+             "debian_auth": "debian_auth", "debian_tls": "debian_tls",
+             "olareg": "olareg_registry", "ggcr": "ggcr_registry"}
+
+
+@pytest.fixture(params=list(_FLAVOURS))
 def any_registry(request: pytest.FixtureRequest) -> Registry:
     """Each registry flavour in turn."""
-    name = request.param if request.param != "ggcr" else "ggcr_registry"
-    if name == "embedded":
-        name = "embedded_registry"
-    reg: Registry = request.getfixturevalue(name)
+    reg: Registry = request.getfixturevalue(_FLAVOURS[request.param])
     return reg

@@ -3,9 +3,10 @@
 - the embedded registry (ours; referrers API),
 - the Debian ``docker-registry`` (distribution 2.8; no referrers API), plain, with
   htpasswd basic auth, and with TLS,
-- go-containerregistry's registry (``crane registry serve``; referrers API). zot is the
-  peer ``testing.md`` names, but its module host is not reachable from the module proxy
-  here, so ggcr's registry is the third-party referrers implementation we test against.
+- olareg (a third-party registry with the referrers API). zot is the peer ``testing.md``
+  names, but its module host (zotregistry.dev) is not allowed by the module proxy here,
+  so olareg is the third-party referrers implementation we test against,
+- go-containerregistry's registry (``crane registry serve``; no referrers API there).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime
 import ipaddress
 import os
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -76,7 +78,7 @@ def free_port() -> int:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None,
-              timeout: float = 20.0, verify: str | bool = False) -> None:
+              timeout: float = 20.0, verify: ssl.SSLContext | bool = False) -> None:
     """Wait until ``url`` answers (any status); fail with the log tail otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -179,7 +181,7 @@ def debian(tmp: Path, *, auth: bool = False, tls: bool = False) -> Iterator[Regi
     scheme = "https" if tls else "http"
     try:
         wait_http(f"{scheme}://{reg.host}/v2/", proc, reg.log,
-                  verify=str(reg.ca_file) if tls else False)
+                  verify=ssl.create_default_context(cafile=reg.ca_file) if tls else False)
         yield reg
     finally:
         _stop(proc)
@@ -192,11 +194,32 @@ def crane(tmp: Path) -> Iterator[Registry]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = tmp / "crane.log"
+    (tmp / "blobs").mkdir(exist_ok=True)
     with open(log, "wb") as logf:
         proc = subprocess.Popen([binary, "registry", "serve", "--address",
                                  f"127.0.0.1:{port}", "--disk", str(tmp / "blobs")],
                                 stdout=logf, stderr=logf)
-    reg = Registry(name="ggcr", host=f"127.0.0.1:{port}", referrers_api=True, log=log,
+    reg = Registry(name="ggcr", host=f"127.0.0.1:{port}", log=log, proc=proc)
+    try:
+        wait_http(f"http://{reg.host}/v2/", proc, log)
+        yield reg
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def olareg(tmp: Path) -> Iterator[Registry]:
+    """olareg with the referrers API, storing OCI layouts on disk."""
+    binary = tool("olareg")
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = tmp / "olareg.log"
+    (tmp / "store").mkdir(exist_ok=True)
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([binary, "serve", "--addr", "127.0.0.1", "--port", str(port),
+                                 "--dir", str(tmp / "store"), "--api-delete"],
+                                stdout=logf, stderr=logf)
+    reg = Registry(name="olareg", host=f"127.0.0.1:{port}", referrers_api=True, log=log,
                    proc=proc)
     try:
         wait_http(f"http://{reg.host}/v2/", proc, log)

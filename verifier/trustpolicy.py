@@ -356,12 +356,15 @@ class TrustStore:
             raise TrustStoreError(f"trust store {store_type}:{name} does not exist")
         certs = self._stores[key]
         if not certs and self._root is not None:
+            loaded: list[x509.Certificate] = []
             for f in sorted((self._root / store_type / name).iterdir()):
                 if f.is_symlink() or not f.is_file():
                     raise TrustStoreError(f"{f} is not a regular file")
                 if f.stat().st_size > _MAX_POLICY_BYTES:
                     raise TrustStoreError(f"{f} is larger than 1 MiB")
-                certs.extend(_load_certs(f.read_bytes(), str(f)))
+                loaded.extend(_load_certs(f.read_bytes(), str(f)))
+            # Cache only a fully read store, so a failure repeats instead of half-passing.
+            certs = self._stores[key] = loaded
         if not certs:
             raise TrustStoreError(f"trust store {store_type}:{name} holds no certificate")
         for c in certs:
