@@ -217,6 +217,9 @@ def run_measured(argv: list[str], log: Path) -> Sample:
             open(log, "ab") as out:
         out.write(("\n$ " + " ".join(argv) + "\n").encode())
         out.flush()
+        # Flush earlier runs' dirty pages (pulled trees, deleted dirs) so their writeback
+        # is not billed to this run.
+        os.sync()
         full = [GNU_TIME, "-f", "%M %U %S %x", "-o", ru_file.name, *argv] if via_time \
             else argv
         t0 = time.perf_counter()
@@ -366,10 +369,15 @@ def main() -> int:
     }
     for name, ok in targets.items():
         print(f"{'PASS' if ok else 'MISS'}  {name}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+          f"{os.cpu_count()} CPUs (other work on the machine adds noise)")
     doc = {
         "files": args.files, "tree_mib": round(raw_bytes / 2**20, 2),
         "gzip_ratio": round(tar_bytes / gz_bytes, 2), "repeat": args.repeat,
         "cpus": os.cpu_count(), "python": platform.python_version(),
+        "loadavg": [round(x, 2) for x in load],
+        "rss_via": "gnu-time" if os.access(GNU_TIME, os.X_OK) else "wait4",
         "results": results, "ratios": ratios,
         "targets": {k: ("PASS" if v else "MISS") for k, v in targets.items()},
     }

@@ -132,7 +132,7 @@ def run_credential_helper(helper: str, host: str, timeout: float = 20.0) -> Cred
 class DockerConfig:
     """A parsed docker ``config.json`` (or the ``.dockerconfigjson`` of a Secret)."""
 
-    auths: dict[str, Any] = field(default_factory=dict)
+    auths: dict[str, Any] = field(default_factory=dict, repr=False)
     creds_store: str = ""
     cred_helpers: dict[str, str] = field(default_factory=dict)
     source: str = "docker config"
@@ -222,11 +222,13 @@ class Challenge:
 
 
 _PARAM_RE = re.compile(r'([A-Za-z0-9_-]+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+_QUOTED_PAIR = re.compile(r"\\(.)")
 
 
 def parse_challenge(header: str) -> Challenge:
     """Parse ``Bearer realm="...",service="...",scope="..."`` (or ``Basic realm=...``)."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3) or "")
+    params = {m.group(1).lower(): (_QUOTED_PAIR.sub(r"\1", m.group(2))
+                                   if m.group(2) is not None else m.group(3) or "")
               for m in _PARAM_RE.finditer(rest)}
     return Challenge(scheme=scheme.lower(), params=params)

@@ -6,7 +6,6 @@ Heavy modules (httpx, rich, yaml) are imported inside commands so that start-up,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -29,6 +28,8 @@ PROGRESS_THRESHOLD = 4 * 1024 * 1024
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # not at module level: it costs ~40 ms of start-up
+
     return asyncio.run(coro)
 
 
@@ -60,6 +61,31 @@ def registry_options(f: F) -> F:
                      help="Per-request timeout in seconds."),
     ]
     for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+sign_options = [
+    click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="cosign private key (cosign.key), or the notation key."),
+    click.option("--keyless", is_flag=True, help="Sigstore keyless signing with the ambient"
+                 " OIDC token (GitHub Actions id-token: write)."),
+    click.option("--identity-token", default=None, envvar="SIGSTORE_ID_TOKEN",
+                 help="OIDC token for --keyless (default: detected from the environment)."),
+    click.option("--notation", "notation", is_flag=True, help="Sign with notation."),
+    click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 default=None, help="Certificate chain PEM (leaf first) for --notation."),
+    click.option("--format", "sig_format", type=click.Choice(["bundle", "legacy"]),
+                 default="bundle", show_default=True,
+                 help="cosign storage: sigstore bundle referrer (v3) or legacy .sig tag (v2)."),
+    click.option("--envelope", type=click.Choice(["jws", "cose"]), default="jws",
+                 show_default=True, help="notation envelope format."),
+]
+
+
+def with_sign_options(f: F) -> F:
+    """Add the signing flags."""
+    for opt in reversed(sign_options):
         f = opt(f)
     return f
 
@@ -257,13 +283,18 @@ def with_ignore(f: F) -> F:
 @click.option("--namespace", default=None, help="Namespace for helm template.")
 @click.option("--output", "-o", "fmt", type=click.Choice(["json", "yaml"]), default=None,
               help="Print the result as json or yaml.")
+@click.option("--sign", "do_sign", is_flag=True,
+              help="Sign the pushed digest right away (with the signing flags below).")
+@with_sign_options
 @registry_options
 def push_artifact_cmd(url: str, path: str, source: str | None, revision: str | None,
                       annotations: tuple[str, ...], ignore_paths: str | None,
                       add_ignore_paths: tuple[str, ...], reproducible: bool,
                       diff_tag: str | None, render: str, values: tuple[str, ...],
                       release_name: str | None, namespace: str | None, fmt: str | None,
-                      **kw: Any) -> None:
+                      do_sign: bool, key: Path | None, keyless: bool,
+                      identity_token: str | None, notation: bool, cert: Path | None,
+                      sig_format: str, envelope: str, **kw: Any) -> None:
     """Package PATH and push it to URL (oci://host/repo:tag)."""
     import tempfile
 
@@ -278,6 +309,9 @@ def push_artifact_cmd(url: str, path: str, source: str | None, revision: str | N
     meta = Metadata(source=source or origin.source, revision=revision or origin.revision,
                     annotations=_parse_annotations(annotations))
     ignore = _ignore_list(ignore_paths, add_ignore_paths)
+    signer = _signer(key=key, keyless=keyless, notation=notation, cert=cert, fmt=sig_format,
+                     envelope=envelope, annotations={}, identity_token=identity_token) \
+        if do_sign else None
     with tempfile.TemporaryDirectory(prefix="ocigitops-render-") as tmp:
         content: str | Path = path
         if render != "none":
@@ -298,13 +332,25 @@ def push_artifact_cmd(url: str, path: str, source: str | None, revision: str | N
 
         async def go() -> Any:
             async with make_client(**_client_kwargs(kw)) as client:
-                return await push_artifact(client, ref, content, meta, ignore=ignore,
-                                           reproducible=reproducible, diff_tag=diff_tag,
-                                           progress=_progress_factory(not fmt))
+                pushed = await push_artifact(client, ref, content, meta, ignore=ignore,
+                                             reproducible=reproducible, diff_tag=diff_tag,
+                                             progress=_progress_factory(not fmt))
+                signed = None
+                if signer is not None:
+                    # Sign by digest: the tag may move, the signature must not.
+                    m = await client.head_manifest(ref.with_digest(pushed.digest))
+                    signed = await signer(client, ref.repo_only(), pushed.digest,
+                                          m.media_type, m.size)
+                return pushed, signed
 
-        result = _run(go())
+        result, signed = _run(go())
+        if signed is not None and not fmt:
+            _info(f"signed {result.digest} ({signed.kind}): {signed.location}")
     if fmt:
-        _emit(result.to_json(), fmt)
+        doc = result.to_json()
+        if signed is not None:
+            doc["signature"] = signed.to_json()
+        _emit(doc, fmt)
     elif not result.pushed:
         _info(result.message)
         click.echo(f"{result.url}@{result.digest}")
@@ -437,6 +483,222 @@ def build_artifact_cmd(path: str, output: Path, ignore_paths: str | None,
 
     layer = build_artifact_file(path, output, _ignore_list(ignore_paths, add_ignore_paths))
     click.echo(f"artifact created at {layer.path} ({layer.digest}, {layer.size} bytes)")
+
+
+@main.group()
+def generate() -> None:
+    """Generate keys."""
+
+
+@main.group()
+def sign() -> None:
+    """Sign artifacts (cosign or notation)."""
+
+
+@main.group()
+def verify() -> None:
+    """Verify artifact signatures against a policy."""
+
+
+def _password(confirm: bool) -> bytes:
+    """COSIGN_PASSWORD, or a prompt on the terminal (as cosign does)."""
+    import os
+
+    env = os.environ.get("COSIGN_PASSWORD")
+    if env is not None:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise UsageError("set COSIGN_PASSWORD (no terminal to prompt for the key password)")
+    pw: str = click.prompt("Enter password for private key", hide_input=True,
+                           confirmation_prompt=confirm, default="", show_default=False)
+    return pw.encode()
+
+
+@generate.command("key-pair")
+@click.option("--output-key-prefix", default="cosign", show_default=True,
+              help="Write PREFIX.key and PREFIX.pub.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def generate_key_pair_cmd(output_key_prefix: str, force: bool) -> None:
+    """Write a cosign-compatible encrypted key pair (cosign.key, cosign.pub) here."""
+    from verifier.keys import generate_key_pair
+
+    key_path, pub_path = Path(f"{output_key_prefix}.key"), Path(f"{output_key_prefix}.pub")
+    for p in (key_path, pub_path):
+        if p.exists() and not force:
+            raise UsageError(f"{p} exists: pass --force to overwrite")
+    password = _password(confirm=True)
+    pair = generate_key_pair(password)
+    key_path.write_bytes(pair.private_pem)
+    key_path.chmod(0o600)
+    pub_path.write_bytes(pair.public_pem)
+    click.echo(f"Private key written to {key_path}")
+    click.echo(f"Public key written to {pub_path}")
+
+
+async def _resolve(client: RegistryClient, ref: Reference) -> tuple[str, str, int]:
+    """(digest, media type, size) of the manifest ``ref`` names."""
+    desc = await client.head_manifest(ref)
+    if ref.digest and desc.digest != ref.digest:
+        raise UsageError(f"{ref} resolved to {desc.digest}")
+    return desc.digest, desc.media_type, desc.size
+
+
+SignFn = Callable[["RegistryClient", "Reference", str, str, int], Coroutine[Any, Any, Any]]
+
+
+def _signer(*, key: Path | None, keyless: bool, notation: bool, cert: Path | None, fmt: str,
+            envelope: str, annotations: dict[str, str], identity_token: str | None) -> SignFn:
+    """Load key material now (prompting if needed) and return the signing coroutine."""
+    from verifier.keys import load_private_key
+
+    if notation:
+        from cryptography import x509
+
+        from publisher.sign_notation import sign_notation
+
+        if key is None or cert is None:
+            raise UsageError("--notation needs --key KEY.pem and --cert CHAIN.pem")
+        chain = x509.load_pem_x509_certificates(cert.read_bytes())
+        nkey = load_private_key(key.read_bytes(), None)
+
+        async def notation_sign(client: RegistryClient, repo: Reference, digest: str,
+                                media_type: str, size: int) -> Any:
+            return await sign_notation(client, repo, digest, media_type, size, nkey, chain,
+                                       envelope=envelope,  # type: ignore[arg-type]
+                                       user_metadata=annotations or None)
+
+        return notation_sign
+    if keyless:
+        from publisher.sign_cosign import sign_cosign_keyless
+
+        async def keyless_sign(client: RegistryClient, repo: Reference, digest: str,
+                               media_type: str, size: int) -> Any:
+            return await sign_cosign_keyless(client, repo, digest,
+                                             identity_token=identity_token)
+
+        return keyless_sign
+    if key is None:
+        raise UsageError("pass --key FILE, --keyless, or --notation --key --cert")
+    from publisher.sign_cosign import sign_cosign_key
+
+    pem = key.read_bytes()
+    ckey = load_private_key(pem, _password(confirm=False) if b"ENCRYPTED" in pem else None)
+
+    async def key_sign(client: RegistryClient, repo: Reference, digest: str, media_type: str,
+                       size: int) -> Any:
+        return await sign_cosign_key(client, repo, digest, ckey,
+                                     fmt=fmt,  # type: ignore[arg-type]
+                                     annotations=annotations or None)
+
+    return key_sign
+
+
+@sign.command("artifact")
+@click.argument("url")
+@with_sign_options
+@click.option("--annotation", "-a", "annotations", multiple=True, metavar="KEY=VALUE",
+              help="Signed annotation (cosign -a / notation user metadata).")
+@click.option("--output", "-o", "fmt", type=click.Choice(["json", "yaml"]), default=None)
+@registry_options
+def sign_artifact_cmd(url: str, key: Path | None, keyless: bool, identity_token: str | None,
+                      notation: bool, cert: Path | None, sig_format: str, envelope: str,
+                      annotations: tuple[str, ...], fmt: str | None, **kw: Any) -> None:
+    """Sign the artifact at URL (by digest)."""
+    ref = _parse_ref(url)
+    signer = _signer(key=key, keyless=keyless, notation=notation, cert=cert, fmt=sig_format,
+                     envelope=envelope, annotations=_parse_annotations(annotations),
+                     identity_token=identity_token)
+
+    async def go() -> Any:
+        async with make_client(**_client_kwargs(kw)) as client:
+            digest, media_type, size = await _resolve(client, ref)
+            return await signer(client, ref.repo_only(), digest, media_type, size)
+
+    result = _run(go())
+    if fmt:
+        _emit(result.to_json(), fmt)
+    else:
+        click.echo(f"signed {ref.repo_only().url()}@{result.subject} ({result.kind}):"
+                   f" {result.location}")
+
+
+@verify.command("artifact")
+@click.argument("url")
+@click.option("--key", "keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="cosign public key (repeatable: any of them).")
+@click.option("--certificate-identity", default=None, help="Keyless: exact signer identity.")
+@click.option("--certificate-identity-regexp", default=None,
+              help="Keyless: signer identity regular expression.")
+@click.option("--certificate-oidc-issuer", default=None, help="Keyless: exact OIDC issuer.")
+@click.option("--certificate-oidc-issuer-regexp", default=None,
+              help="Keyless: OIDC issuer regular expression.")
+@click.option("--certificate-github-workflow-repository", default=None)
+@click.option("--certificate-github-workflow-ref", default=None)
+@click.option("--certificate-github-workflow-trigger", default=None)
+@click.option("--certificate-github-workflow-sha", default=None)
+@click.option("--trust-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="notation trustpolicy.json.")
+@click.option("--trust-store", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="notation trust store (x509/{ca,signingAuthority,tsa}/NAME).")
+@click.option("--policy", "policy_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Signature policy document (YAML/JSON) listing authorities and a rule.")
+@click.option("--require", "rule", default="any", show_default=True,
+              help="With several flag authorities: any, all, or a number.")
+@click.option("--trusted-root", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="sigstore trusted_root.json (default: public-good root).")
+@click.option("--annotation", "-a", "annotations", multiple=True, metavar="KEY=VALUE",
+              help="cosign: require this signed annotation.")
+@click.option("--require-tlog", is_flag=True,
+              help="cosign keys: require a verified transparency-log entry.")
+@click.option("--output", "-o", "fmt", type=click.Choice(["text", "json"]), default="text")
+@registry_options
+def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: str | None,
+                        certificate_identity_regexp: str | None,
+                        certificate_oidc_issuer: str | None,
+                        certificate_oidc_issuer_regexp: str | None,
+                        certificate_github_workflow_repository: str | None,
+                        certificate_github_workflow_ref: str | None,
+                        certificate_github_workflow_trigger: str | None,
+                        certificate_github_workflow_sha: str | None,
+                        trust_policy: Path | None, trust_store: Path | None,
+                        policy_file: Path | None, rule: str, trusted_root: Path | None,
+                        annotations: tuple[str, ...], require_tlog: bool, fmt: str,
+                        **kw: Any) -> None:
+    """Verify the signatures of the artifact at URL; exit 0 only when the policy passes."""
+    from verifier.bundles import load_trusted_root
+    from verifier.verify import load_policy_file, policy_from_flags, verify_artifact
+
+    ref = _parse_ref(url)
+    root = load_trusted_root(trusted_root) if trusted_root else None
+    github = {k: v for k, v in {
+        "repository": certificate_github_workflow_repository,
+        "ref": certificate_github_workflow_ref,
+        "trigger": certificate_github_workflow_trigger,
+        "sha": certificate_github_workflow_sha}.items() if v}
+    if policy_file:
+        policy = load_policy_file(policy_file, trusted_root=root)
+    else:
+        policy = policy_from_flags(
+            keys=keys, identity=certificate_identity,
+            identity_regexp=certificate_identity_regexp, issuer=certificate_oidc_issuer,
+            issuer_regexp=certificate_oidc_issuer_regexp, github=github or None,
+            trust_policy=trust_policy, trust_store=trust_store,
+            annotations=_parse_annotations(annotations), require_tlog=require_tlog,
+            trusted_root=root, rule=rule)
+
+    async def go() -> Any:
+        async with make_client(**_client_kwargs(kw)) as client:
+            return await verify_artifact(client, ref, policy)
+
+    outcome = _run(go())
+    if fmt == "json":
+        _emit(outcome.to_json(), "json")
+    else:
+        click.echo(outcome.human())
+    if not outcome.passed:
+        sys.exit(1)
 
 
 @main.group()

@@ -34,7 +34,7 @@ def matcher(patterns: Sequence[str]) -> Callable[[str, bool], bool] | None:
     """A predicate ``(relative_path, is_dir) -> ignored`` or None when nothing is ignored."""
     if not patterns:
         return None
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
 
     def excluded(rel: str, is_dir: bool) -> bool:
         return bool(spec.match_file(rel + "/" if is_dir else rel))

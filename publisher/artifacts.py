@@ -241,12 +241,13 @@ def _match_one(v: semver.Version, c: str) -> bool:
     op, ver = m.group(1) or "=", m.group(2)
     if ver in ("*", "x", "X", ""):
         return v.prerelease is None
-    parts = ver.split(".")
+    # Split "1.2.3-rc.1+build" into the numeric core and the prerelease before parsing,
+    # so prerelease constraints (">=2.0.0-rc.0") parse.
+    core, _, pre = ver.split("+", 1)[0].partition("-")
+    parts = core.split(".")
     wild = any(p in ("x", "X", "*") for p in parts) or len(parts) < 3
     nums = [int(p) for p in parts if p not in ("x", "X", "*")]
-    base = semver.Version(*[*nums, 0, 0, 0][:3])
-    if "-" in ver and not wild:
-        base = semver.Version.parse(ver)
+    base = semver.Version(*[*nums, 0, 0, 0][:3], prerelease=pre or None)
     if v.prerelease and not (base.prerelease and (v.major, v.minor, v.patch)
                              == (base.major, base.minor, base.patch)):
         return False  # prereleases only match constraints that name them
