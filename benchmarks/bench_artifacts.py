@@ -7,10 +7,11 @@ Run on demand (not part of the test suite)::
 
 It generates a deterministic tree of Kubernetes YAML, starts one Debian
 ``docker-registry`` (plain HTTP) via ``tests.registries.debian`` and times each command
-as a separate process, alternating ours/flux. Wall time and peak RSS (``ru_maxrss`` from
-``os.wait4``, exact per process) are reported as medians, with ``ours/flux`` ratios, a
-PASS/MISS line per target and a final ``BENCH_JSON {...}`` line. It always exits 0 when
-the measurements ran: benchmarks report, they don't gate.
+as a separate process, alternating ours/flux. Wall time, peak RSS (``ru_maxrss`` of the
+command itself, via GNU ``/usr/bin/time``; see :func:`run_measured`) and CPU time are
+reported as medians, with ``ours/flux`` ratios, a PASS/MISS line per target and a final
+``BENCH_JSON {...}`` line. It always exits 0 when the measurements ran: benchmarks
+report, they don't gate. See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations

@@ -91,21 +91,26 @@ def with_sign_options(f: F) -> F:
 
 
 def _load_docker_config(path: Path) -> Any:
+    import base64
+    import binascii
+
+    import yaml
+
     from ocigitops.auth import DockerConfig
     from ocigitops.errors import CredentialsError
 
     data = path.read_bytes()
     if data.lstrip()[:1] != b"{":
-        import base64
-
-        import yaml
-
-        doc = yaml.safe_load(data)
-        raw = (doc or {}).get("data", {}).get(".dockerconfigjson") if isinstance(doc, dict) \
-            else None
-        if not raw:
+        try:
+            doc = yaml.safe_load(data)
+            raw = doc.get("data", {}).get(".dockerconfigjson") if isinstance(doc, dict) \
+                else None
+            data = base64.b64decode(raw, validate=True) if raw else b""
+        except (yaml.YAMLError, AttributeError, binascii.Error, ValueError, TypeError) as e:
+            raise CredentialsError(f"{path}: not a docker config or a Secret holding"
+                                   f" .dockerconfigjson ({type(e).__name__})") from e
+        if not data:
             raise CredentialsError(f"{path}: neither JSON nor a Secret with .dockerconfigjson")
-        data = base64.b64decode(raw)
     return DockerConfig.from_bytes(data, source=str(path))
 
 
@@ -379,7 +384,7 @@ def pull_artifact_cmd(url: str, output: Path, layer_selector: str | None,
     ref = _parse_ref(url)
     if not ref.tag and not ref.digest:
         ref = ref.with_tag("latest")
-    limits = Limits(max_total=max_size) if max_size else Limits()
+    limits = Limits(max_total=max_size) if max_size is not None else Limits()
 
     async def go() -> Any:
         async with make_client(**_client_kwargs(kw)) as client:

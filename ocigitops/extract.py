@@ -16,13 +16,12 @@ import contextlib
 import os
 import shutil
 import stat
-import tarfile
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Protocol
 
 from ocigitops.errors import SizeLimitError, UnsafeArchiveError
 
@@ -90,6 +89,153 @@ class BoundedGunzip:
         return out
 
 
+class _Reader(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    typeflag: bytes
+    size: int
+    mode: int
+    linkname: str
+
+
+_REGULAR = (b"0", b"\0", b"7")
+
+
+def _read_exact(stream: _Reader, n: int, what: str) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise UnsafeArchiveError(f"archive is truncated: {what} ends after {len(data)} of"
+                                 f" {n} bytes")
+    return data
+
+
+def _cstr(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", errors="surrogateescape")
+
+
+def _number(field: bytes, what: str) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256
+        value = int.from_bytes(field[1:], "big")
+        return -value if field[0] & 0x40 else value
+    text = field.split(b"\0", 1)[0].strip(b" \0")
+    try:
+        return int(text or b"0", 8)
+    except ValueError as e:
+        raise UnsafeArchiveError(f"archive header has an invalid {what} field {text!r}") from e
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            raise UnsafeArchiveError("archive has a malformed PAX header")
+        try:
+            length = int(data[pos:sp])
+        except ValueError as e:
+            raise UnsafeArchiveError("archive has a malformed PAX header") from e
+        record = data[sp + 1:pos + length - 1]
+        if length <= 0 or pos + length > len(data) or b"=" not in record:
+            raise UnsafeArchiveError("archive has a malformed PAX header")
+        key, _, value = record.partition(b"=")
+        out[key.decode()] = value.decode("utf-8", errors="surrogateescape")
+        pos += length
+    return out
+
+
+def _members(stream: _Reader) -> Iterator[tuple[_Member, _Body]]:
+    """Strict tar reader: every header checksummed, any short read is an error.
+
+    Written here because :mod:`tarfile` treats a truncated or corrupt header after the
+    first member as the end of the archive, so a damaged artifact would extract partly
+    "successfully"; Go's reader (Flux's) reports it. USTAR, PAX and GNU long names.
+    """
+    pax: dict[str, str] = {}
+    long_name: str | None = None
+    offset = 0
+    while True:
+        block = stream.read(512)
+        if not block:
+            raise UnsafeArchiveError("archive is truncated: no end-of-archive marker")
+        if len(block) < 512:
+            raise UnsafeArchiveError(f"archive is truncated inside the header at offset"
+                                     f" {offset}")
+        if block == b"\0" * 512:
+            return  # end of archive (a second zero block, or trailing data, is not read)
+        stored = _number(block[148:156], "checksum")
+        unsigned = sum(block[:148]) + 256 + sum(block[156:])
+        signed = (sum(b - 256 if b > 127 else b for b in block[:148]) + 256
+                  + sum(b - 256 if b > 127 else b for b in block[156:]))
+        if stored not in (unsigned, signed):
+            raise UnsafeArchiveError(f"archive is corrupt: header at offset {offset} fails its"
+                                     " checksum")
+        typeflag = block[156:157]
+        size = _number(block[124:136], "size")
+        if size < 0:
+            raise UnsafeArchiveError(f"archive header at offset {offset} has a negative size")
+        offset += 512
+        if typeflag in (b"x", b"g", b"L", b"K"):
+            if size > 1024 * 1024:
+                raise SizeLimitError(f"archive has a {size}-byte extended header (limit 1 MiB)")
+            data = _read_exact(stream, size + (-size % 512), "an extended header")[:size]
+            offset += size + (-size % 512)
+            if typeflag == b"x":
+                pax = _pax_records(data)
+            elif typeflag == b"L":
+                long_name = _cstr(data)
+            continue
+        name = _cstr(block[0:100])
+        if block[257:263] == b"ustar\0" and block[345:346] != b"\0":
+            name = _cstr(block[345:500]) + "/" + name
+        name = pax.get("path", long_name or name)
+        if "size" in pax:
+            try:
+                size = int(pax["size"])
+            except ValueError as e:
+                raise UnsafeArchiveError("archive has a malformed PAX size") from e
+        linkname = pax.get("linkpath", _cstr(block[157:257]))
+        member = _Member(name, typeflag, size, _number(block[100:108], "mode"), linkname)
+        pax, long_name = {}, None
+        body = _Body(stream, size if typeflag in _REGULAR else 0, name)
+        yield member, body
+        body.skip_rest()
+        padding = -member.size % 512 if typeflag in _REGULAR else 0
+        if padding:
+            _read_exact(stream, padding, f"the padding of {name!r}")
+        offset += member.size + padding if typeflag in _REGULAR else 0
+
+
+class _Body:
+    """The data of one member: at most ``size`` bytes, short reads are errors."""
+
+    def __init__(self, stream: _Reader, size: int, name: str) -> None:
+        self._stream = stream
+        self._size = size
+        self._left = size
+        self._name = name
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        if want <= 0:
+            return b""
+        data = self._stream.read(want)
+        if len(data) != want:
+            got = self._size - self._left + len(data)
+            raise UnsafeArchiveError(f"archive entry {self._name!r} is truncated ({got} of"
+                                     f" {self._size} bytes)")
+        self._left -= len(data)
+        return data
+
+    def skip_rest(self) -> None:
+        while self._left:
+            self.read(1024 * 1024)
+
+
 def _check_name(name: str) -> PurePosixPath:
     if not name or "\\" in name or "\0" in name:
         raise UnsafeArchiveError(f"archive entry has an invalid name {name!r}")
@@ -109,35 +255,28 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
     """
     gunzip = BoundedGunzip(stream, limits.max_total + 64 * 1024 * 1024)
     total = files = entries = 0
-    try:
-        tf = tarfile.open(fileobj=gunzip, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
-    except tarfile.TarError as e:
-        raise UnsafeArchiveError(f"archive is not a valid tar: {e}") from e
-    with tf:
-        while True:
-            try:
-                member = tf.next()
-            except tarfile.TarError as e:
-                raise UnsafeArchiveError(f"archive is corrupt or truncated: {e}") from e
-            if member is None:
-                break
-            entries += 1
-            if entries > limits.max_entries:
-                raise SizeLimitError(f"archive has more than {limits.max_entries} entries")
-            rel = _check_name(member.name)
-            if member.issym() or member.islnk():
-                raise UnsafeArchiveError(
-                    f"archive entry {member.name!r} is a link to {member.linkname!r}:"
-                    " links are not allowed in artifacts")
-            if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-                raise UnsafeArchiveError(f"archive entry {member.name!r} is a device or FIFO")
-            target = dest.joinpath(*rel.parts) if rel.parts and rel.parts != (".",) else dest
-            if member.isdir():
+    root = dest.resolve()
+    for member, body in _members(gunzip):
+        entries += 1
+        if entries > limits.max_entries:
+            raise SizeLimitError(f"archive has more than {limits.max_entries} entries")
+        rel = _check_name(member.name)
+        kind = member.typeflag
+        if kind in (b"1", b"2"):
+            raise UnsafeArchiveError(
+                f"archive entry {member.name!r} is a link to {member.linkname!r}:"
+                " links are not allowed in artifacts")
+        if kind in (b"3", b"4", b"6"):
+            raise UnsafeArchiveError(f"archive entry {member.name!r} is a device or FIFO")
+        parts = [x for x in rel.parts if x != "."]
+        target = root.joinpath(*parts)
+        try:
+            if kind == b"5":
                 target.mkdir(parents=True, exist_ok=True)
                 continue
-            if not member.isreg():
+            if kind not in _REGULAR:
                 raise UnsafeArchiveError(f"archive entry {member.name!r} has unsupported"
-                                         f" type {member.type!r}")
+                                         f" type {kind!r}")
             if member.size > limits.max_file:
                 raise SizeLimitError(f"archive entry {member.name!r} is {member.size} bytes,"
                                      f" over the {limits.max_file}-byte per-file limit")
@@ -146,31 +285,17 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
                 raise SizeLimitError(f"archive expands to more than {limits.max_total} bytes"
                                      " (limit)")
             target.parent.mkdir(parents=True, exist_ok=True)
-            # A directory entry named like a later file, or vice versa, must not let a
-            # write land outside dest: resolve and check the parent.
-            if not str(target.parent.resolve()).startswith(str(dest.resolve())):
+            if not target.parent.resolve().is_relative_to(root):
                 raise UnsafeArchiveError(f"archive entry {member.name!r} escapes the target")
-            src = tf.extractfile(member)
-            if src is None:
-                raise UnsafeArchiveError(f"archive entry {member.name!r} has no data")
             mode = stat.S_IMODE(member.mode) & 0o777 | 0o600
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-            written = 0
-            with os.fdopen(fd, "wb") as out:
-                while True:
-                    try:
-                        chunk = src.read(1024 * 1024)
-                    except tarfile.TarError as e:
-                        raise UnsafeArchiveError(f"archive entry {member.name!r} is"
-                                                 f" truncated: {e}") from e
-                    if not chunk:
-                        break
-                    written += len(chunk)
-                    out.write(chunk)
-            if written != member.size:
-                raise UnsafeArchiveError(f"archive entry {member.name!r} is truncated"
-                                         f" ({written} of {member.size} bytes)")
-            files += 1
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+            raise UnsafeArchiveError(f"archive entry {member.name!r} conflicts with an earlier"
+                                     " entry") from e
+        with os.fdopen(fd, "wb") as out:
+            while chunk := body.read(1024 * 1024):
+                out.write(chunk)
+        files += 1
     return files
 
 

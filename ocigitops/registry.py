@@ -162,6 +162,15 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _transient(e: httpx.TransportError) -> bool:
+    """Worth retrying? TLS failures and protocol mismatches never heal by retrying."""
+    if isinstance(e, httpx.UnsupportedProtocol):
+        return False
+    text = str(e)
+    return not any(s in text for s in ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED",
+                                       "wrong version number", "SSL", "TLSV1_ALERT"))
+
+
 def _basic(creds: Credentials) -> str:
     raw = f"{creds.username}:{creds.password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
@@ -259,7 +268,7 @@ class RegistryClient:
             try:
                 resp = await self._http.send(req, stream=stream, follow_redirects=follow_redirects)
             except httpx.TransportError as e:
-                if attempt >= self.max_retries or isinstance(e, httpx.UnsupportedProtocol):
+                if attempt >= self.max_retries or not _transient(e):
                     raise self._unreachable(host, e) from e
                 delay = self._backoff(attempt, None)
                 log.debug("transport error, retrying",
@@ -619,7 +628,7 @@ class RegistryClient:
             h = hashlib.sha256()
             got = 0
             try:
-                async for chunk in resp.aiter_raw(_READ_CHUNK):
+                async for chunk in resp.aiter_raw():
                     got += len(chunk)
                     if got > desc.size:
                         raise SizeMismatchError(

@@ -247,10 +247,10 @@ def _match_one(v: semver.Version, c: str) -> bool:
     parts = core.split(".")
     wild = any(p in ("x", "X", "*") for p in parts) or len(parts) < 3
     nums = [int(p) for p in parts if p not in ("x", "X", "*")]
-    base = semver.Version(*[*nums, 0, 0, 0][:3], prerelease=pre or None)
-    if v.prerelease and not (base.prerelease and (v.major, v.minor, v.patch)
-                             == (base.major, base.minor, base.patch)):
-        return False  # prereleases only match constraints that name them
+    padded = [*nums, 0, 0, 0]
+    base = semver.Version(padded[0], padded[1], padded[2], prerelease=pre or None)
+    if v.prerelease and not base.prerelease:
+        return False  # as Masterminds (Flux): prereleases only match constraints naming one
     if op in ("=", "==") and wild:
         op = "~" if len(nums) >= 2 else "^"
         if not nums:

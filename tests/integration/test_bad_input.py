@@ -170,9 +170,8 @@ def push_with_cli(reg: Registry, repo: str, path: Path) -> str:
 
 def test_unreachable_registry_pull(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"  # nothing listens there
-    line = failed_pull(f"oci://{host}/app:v1", ["--insecure-registry"], tmp_path,
-                       f"cannot reach registry {host}", "is it running")
-    assert "Connect" in line or "refused" in line.lower()
+    failed_pull(f"oci://{host}/app:v1", ["--insecure-registry"], tmp_path,
+                f"cannot reach registry {host}", "is it running")
 
 
 def test_unreachable_registry_push(tmp_path: Path) -> None:
@@ -435,3 +434,20 @@ def test_kustomization_with_remote_resource(embedded_registry: Registry,
     error_line(proc, "kustomization.yaml: resources:", repr(remote),
                "is a remote reference", "vendor them into the tree")
     assert not tag_exists(embedded_registry, repo, "v1")
+
+
+# ------------------------------------------------------------------ credentials files
+
+
+@pytest.mark.parametrize("content", [
+    "apiVersion: v1\nkind: Secret\ndata:\n  .dockerconfigjson: '!!!not-base64'\n",
+    "apiVersion: v1\nkind: Secret\ndata: [\n",
+    "apiVersion: v1\nkind: Secret\ndata: [a, b]\n",
+], ids=["bad-base64", "bad-yaml", "data-not-a-mapping"])
+def test_corrupt_docker_config_secret(content: str, embedded_registry: Registry,
+                                      tmp_path: Path) -> None:
+    secret = tmp_path / "regcred.yaml"
+    secret.write_text(content)
+    failed_pull(f"{embedded_registry.url('app')}:v1",
+                [*flags(embedded_registry), "--docker-config", str(secret)], tmp_path,
+                str(secret))

@@ -439,9 +439,6 @@ def test_semver_ranges(constraint: str, expected: list[str]) -> None:
     assert filter_tags(TAGS, semver_range=constraint) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _match_one splits the constraint version on '.'"
-                   " and int()s each part, so any prerelease constraint ('>=2.0.0-rc.0',"
-                   " '2.0.0-rc.1') raises UsageError instead of matching prereleases")
 def test_semver_range_naming_a_prerelease_matches_prereleases() -> None:
     tags = ["1.9.0", "2.0.0-rc.1", "2.0.0-rc.2", "2.0.0"]
     assert filter_tags(tags, semver_range=">=2.0.0-rc.2") == ["2.0.0", "2.0.0-rc.2"]
