@@ -9,7 +9,6 @@ field order, sorted map keys, HTML-safe escapes) so our manifests hash like Flux
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil
@@ -24,11 +23,13 @@ from typing import Any, BinaryIO
 from ocigitops import mediatypes as mt
 from ocigitops.errors import NotAnArtifactError, UsageError
 from ocigitops.ignore import matcher
+from ocigitops.pgzip import ParallelGzipWriter
 from ocigitops.registry import Descriptor
 from ocigitops.tarball import walk, write_tar
 
 REPRODUCIBLE_CREATED = "1970-01-01T00:00:00Z"
-#: gzip level 6 = Go's default compression; it also gives Go's gzip header (XFL=0).
+#: gzip level 6 = Go's default compression (and Go's gzip header, XFL=0); compressed on
+#: all cores in pigz-style blocks (see :mod:`ocigitops.pgzip`).
 GZIP_LEVEL = 6
 STDIN_FILENAME = "manifests.yaml"
 
@@ -142,8 +143,7 @@ def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
 
         with open(out_file, "wb") as raw:
             sink = _HashingWriter(raw)
-            gz = gzip.GzipFile(filename="", mode="wb", fileobj=sink,
-                               compresslevel=GZIP_LEVEL, mtime=0)
+            gz = ParallelGzipWriter(sink, level=GZIP_LEVEL)
 
             class _TarSink:
                 def write(self, data: bytes) -> int:
@@ -152,8 +152,10 @@ def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
                         progress(len(data))
                     return gz.write(data)
 
-            write_tar(walk(root, excluded), _TarSink())  # type: ignore[arg-type]
-            gz.close()
+            try:
+                write_tar(walk(root, excluded), _TarSink())  # type: ignore[arg-type]
+            finally:
+                gz.close()
     return Layer(path=out_file, digest="sha256:" + sink.sha.hexdigest(), size=sink.size,
                  diff_id="sha256:" + tar_sha.hexdigest())
 

@@ -54,7 +54,8 @@ class BoundedGunzip:
         self._src = src
         self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._pending = b""
-        self._buf = b""
+        self._buf = bytearray()
+        self._pos = 0
         self._out = 0
         self._limit = limit
         self._eof = False
@@ -79,13 +80,19 @@ class BoundedGunzip:
         if self._out > self._limit:
             raise SizeLimitError(f"archive expands to more than {self._limit} bytes (limit):"
                                  " refusing a possible decompression bomb")
+        if self._pos:
+            # Drop what was consumed before appending, so the buffer stays small.
+            del self._buf[:self._pos]
+            self._pos = 0
         self._buf += data
 
     def read(self, n: int = -1) -> bytes:
         want = n if n >= 0 else 1 << 62
-        while len(self._buf) < want and not self._eof:
+        while len(self._buf) - self._pos < want and not self._eof:
             self._step()
-        out, self._buf = self._buf[:want], self._buf[want:]
+        end = min(len(self._buf), self._pos + want)
+        out = bytes(self._buf[self._pos:end])
+        self._pos = end
         return out
 
 
@@ -168,10 +175,11 @@ def _members(stream: _Reader) -> Iterator[tuple[_Member, _Body]]:
         if block == b"\0" * 512:
             return  # end of archive (a second zero block, or trailing data, is not read)
         stored = _number(block[148:156], "checksum")
-        unsigned = sum(block[:148]) + 256 + sum(block[156:])
-        signed = (sum(b - 256 if b > 127 else b for b in block[:148]) + 256
-                  + sum(b - 256 if b > 127 else b for b in block[156:]))
-        if stored not in (unsigned, signed):
+        # The checksum field counts as eight spaces (256). Some old writers summed signed
+        # bytes: that slower variant is only computed when the usual one does not match.
+        if stored != sum(block) - sum(block[148:156]) + 256 and stored != (
+                sum(b - 256 if b > 127 else b for b in block[:148]) + 256
+                + sum(b - 256 if b > 127 else b for b in block[156:])):
             raise UnsafeArchiveError(f"archive is corrupt: header at offset {offset} fails its"
                                      " checksum")
         typeflag = block[156:157]
@@ -256,6 +264,7 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
     gunzip = BoundedGunzip(stream, limits.max_total + 64 * 1024 * 1024)
     total = files = entries = 0
     root = dest.resolve()
+    made: set[Path] = {root}
     for member, body in _members(gunzip):
         entries += 1
         if entries > limits.max_entries:
@@ -273,6 +282,7 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
         try:
             if kind == b"5":
                 target.mkdir(parents=True, exist_ok=True)
+                made.add(target)
                 continue
             if kind not in _REGULAR:
                 raise UnsafeArchiveError(f"archive entry {member.name!r} has unsupported"
@@ -284,9 +294,15 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
             if total > limits.max_total:
                 raise SizeLimitError(f"archive expands to more than {limits.max_total} bytes"
                                      " (limit)")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.parent.resolve().is_relative_to(root):
-                raise UnsafeArchiveError(f"archive entry {member.name!r} escapes the target")
+            parent = target.parent
+            if parent not in made:
+                # Links are refused, so a directory we created cannot point elsewhere;
+                # checking each new directory once is enough.
+                parent.mkdir(parents=True, exist_ok=True)
+                if not parent.resolve().is_relative_to(root):
+                    raise UnsafeArchiveError(f"archive entry {member.name!r} escapes the"
+                                             " target")
+                made.add(parent)
             mode = stat.S_IMODE(member.mode) & 0o777 | 0o600
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:

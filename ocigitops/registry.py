@@ -215,12 +215,15 @@ class RegistryClient:
         self._credentials = credentials or CredentialResolver()
         self._insecure_all = insecure is True
         self._insecure_hosts = set() if isinstance(insecure, bool) else set(insecure)
-        verify: ssl.SSLContext | bool = True
-        if ca_file or cert_file:
-            ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        verify: ssl.SSLContext | bool
+        if self._insecure_all:
+            verify = False  # plain HTTP only: no TLS context to build
+        else:
+            # The system trust store (as docker and containerd use), not certifi's bundle:
+            # enterprise CAs installed on the host just work, and it loads lazily.
+            verify = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             if cert_file:
-                ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
-            verify = ctx
+                verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             headers={"User-Agent": f"ocigitops/{__version__}"}, transport=transport,
@@ -663,8 +666,13 @@ class RegistryClient:
 
     async def list_tags(self, ref: Reference, *, page_size: int = 1000,
                         max_pages: int = 1000) -> list[str]:
-        """All tags of the repository, following ``Link`` pagination."""
+        """All tags of the repository, following ``Link`` pagination.
+
+        Some registries page by ``n`` but send no ``Link`` header; a full page without
+        one is followed with ``last=<last tag>``, the spec's own parameter.
+        """
         tags: list[str] = []
+        seen: set[str] = set()
         url: str | None = None
         params: dict[str, str] | None = {"n": str(page_size)}
         for _ in range(max_pages):
@@ -676,14 +684,19 @@ class RegistryClient:
                                     status=404, code="NAME_UNKNOWN")
             await self._raise_for(resp, f"list tags of {ref.name}", ref.api_host)
             try:
-                doc = resp.json()
-            except ValueError as e:
+                page = [str(t) for t in (resp.json().get("tags") or [])]
+            except (ValueError, AttributeError) as e:
                 raise RegistryError(f"tag list of {ref.name} is not valid JSON") from e
-            tags.extend(str(t) for t in (doc.get("tags") or []))
+            fresh = [t for t in page if t not in seen]
+            tags.extend(fresh)
+            seen.update(fresh)
             nxt = resp.links.get("next", {}).get("url")
-            if not nxt:
+            if nxt:
+                url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
+            elif len(page) >= page_size and fresh:
+                url, params = None, {"n": str(page_size), "last": page[-1]}
+            else:
                 return tags
-            url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
         return tags
 
     async def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None,

@@ -87,10 +87,12 @@ class SigstoreUnreachableError(KeylessSigningError):
 # -- payloads and documents ----------------------------------------------------------------
 
 def build_statement(name: str | None, digest: str) -> bytes:
-    """The in-toto Statement v1 cosign v3 signs for a manifest ``digest``.
+    """The in-toto Statement v1 that cosign v3 signs for a manifest ``digest``.
 
-    ``name`` is the repository (``registry/path``) as cosign records it in the subject; it is
-    informational (verifiers match the digest only). Serialised compactly with Go's escaping.
+    cosign v3.0.2 ``sign --key`` writes ``{"_type", "subject": [{"digest": {"sha256"}}],
+    "predicateType"}``: no subject name and no ``predicate`` (protojson drops the empty
+    struct). ``name`` (the repository) is added when given; sigstore-python's statement model
+    requires the field, so the keyless path passes it. Verifiers match the digest only.
     """
     check_digest(digest)
     alg, _, hexd = digest.partition(":")
@@ -101,7 +103,7 @@ def build_statement(name: str | None, digest: str) -> bytes:
         subject["name"] = name
     subject["digest"] = {"sha256": hexd}
     doc = {"_type": STATEMENT_TYPE, "subject": [subject],
-           "predicateType": COSIGN_SIGN_PREDICATE, "predicate": {}}
+           "predicateType": COSIGN_SIGN_PREDICATE}
     return go_json(doc)
 
 
@@ -112,13 +114,15 @@ def _b64(data: bytes) -> str:
 def build_key_bundle(key: PrivateKey, statement: bytes) -> bytes:
     """Sign ``statement`` as DSSE with ``key`` and wrap it in a sigstore bundle v0.3.
 
-    The bundle names the key by ``publicKey.hint`` (base64 sha256 of the DER SPKI) and
-    holds no transparency log entry, as ``cosign sign --key --tlog-upload=false`` writes it.
+    Same fields and order as ``cosign sign --key --tlog-upload=false`` (v3): the key is named
+    by ``publicKey.hint`` (base64 sha256 of the DER SPKI); there is no log entry. cosign's
+    protojson omits the empty ``tlogEntries``; we write ``[]``, which cosign reads the same
+    and which sigstore-models (sigstore-python, our verifier) require to be present.
     """
     signature = sign(key, pae(INTOTO_PAYLOAD_TYPE, statement))
     doc = {
         "mediaType": BUNDLE_MEDIA_TYPE,
-        "verificationMaterial": {"publicKey": {"hint": key_hint(key)}},
+        "verificationMaterial": {"publicKey": {"hint": key_hint(key)}, "tlogEntries": []},
         "dsseEnvelope": {
             "payload": _b64(statement),
             "payloadType": INTOTO_PAYLOAD_TYPE,
@@ -135,19 +139,22 @@ def _rfc3339_now() -> str:
 def build_bundle_manifest(bundle: bytes, subject: Descriptor, *,
                           created: str | None = None,
                           predicate_type: str = COSIGN_SIGN_PREDICATE) -> bytes:
-    """The referrer manifest that stores ``bundle`` for ``subject`` (cosign v3's layout)."""
-    layer = {"mediaType": BUNDLE_MEDIA_TYPE, "digest": sha256_digest(bundle),
-             "size": len(bundle)}
+    """The referrer manifest that stores ``bundle`` for ``subject``.
+
+    Field for field as cosign v3.0.2 writes it through go-containerregistry (struct order,
+    ``artifactType`` on the config descriptor as well as on the manifest).
+    """
     doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
-        "artifactType": BUNDLE_MEDIA_TYPE,
-        "config": {"mediaType": mt.OCI_EMPTY, "digest": mt.EMPTY_JSON_DIGEST,
-                   "size": len(mt.EMPTY_JSON)},
-        "layers": [layer],
-        "subject": {"mediaType": subject.media_type, "digest": subject.digest,
-                    "size": subject.size},
+        "config": {"mediaType": mt.OCI_EMPTY, "size": len(mt.EMPTY_JSON),
+                   "digest": mt.EMPTY_JSON_DIGEST, "artifactType": BUNDLE_MEDIA_TYPE},
+        "layers": [{"mediaType": BUNDLE_MEDIA_TYPE, "size": len(bundle),
+                    "digest": sha256_digest(bundle)}],
         "annotations": bundle_annotations(created, predicate_type),
+        "subject": {"mediaType": subject.media_type, "size": subject.size,
+                    "digest": subject.digest},
+        "artifactType": BUNDLE_MEDIA_TYPE,
     }
     return go_json(doc)
 
@@ -328,7 +335,7 @@ async def sign_cosign_key(client: RegistryClient, repo: Reference, digest: str,
     if annotations:
         raise UsageError("annotations (-a) are signed in the legacy format only: pass"
                          " --format legacy, or drop them")
-    bundle = build_key_bundle(key, build_statement(repo.name, subject.digest))
+    bundle = build_key_bundle(key, build_statement(None, subject.digest))
     return await _store_bundle(client, repo, subject, bundle, kind="cosign-bundle",
                                signer=f"key sha256:{hint}")
 

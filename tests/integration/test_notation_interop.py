@@ -11,15 +11,25 @@ certificate made by ``notation cert generate-test``, then ``notation verify`` (t
 imported with ``notation policy import``, certificate added with ``notation cert add``)
 accepts it and ``notation ls`` lists it, on both registries.
 
-Observed notation 1.3.2 behaviour on a registry without the referrers API: ``notation sign``
-writes the signature manifest and then the tag-schema index ``sha256-<hex>`` (read, append,
-write); ``notation verify`` and ``notation ls`` read that index. With the referrers API
-(olareg) it relies on the API and writes no tag.
+Observed notation 1.3.2 behaviour: ``notation sign`` has ``--force-referrers-tag``
+(default true), so by default it writes the signature manifest and then the tag-schema
+index ``sha256-<hex>`` (read, append, write) whether or not the registry has the referrers
+API; ``--force-referrers-tag=false`` uses the API and falls back to the tag schema only when
+the registry lacks it. ``notation verify``/``ls`` use the referrers API when the registry
+answers it and the tag index otherwise. On the Debian registry (no API) both directions go
+through the tag index.
+
+olareg 0.1.2 loses referrers when a client writes a tag-schema index whose bytes equal its
+own referrers response (same digest: its index.json entry for the response is replaced by
+the tag's), which is exactly what notation's default does for the first signature. The
+referrers-API cases below therefore sign with ``--force-referrers-tag=false`` on olareg;
+the default is checked separately for the tag it writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -32,12 +42,13 @@ from cryptography import x509
 
 from ocigitops.reference import Reference
 from ocigitops.registry import RegistryClient, fallback_tag
-from publisher.sign_notation import sign_notation
+from publisher.sign_notation import build_envelope, sign_notation
 from tests.cli import ocigitops, run
 from tests.registries import Registry
 from tests.tools import tool
 from verifier.discovery import Discovered, discover
 from verifier.keys import load_private_key
+from verifier.notation import parse_envelope, parse_payload
 from verifier.policy import NotationAuthority, PolicyResult, SignaturePolicy, evaluate
 from verifier.trustpolicy import TrustStore, parse_trust_policy
 
@@ -152,8 +163,10 @@ def test_notation_signs_ours_verifies(notation: Notation, request: pytest.Fixtur
     reg = _registry(request, which)
     repo = f"notation-to-ours/{envelope}"
     digest = _push(reg, repo, tmp_path)
-    notation("sign", "--insecure-registry", "--signature-format", envelope,
-             f"{reg.host}/{repo}@{digest}")
+    args = ["sign", "--insecure-registry", "--signature-format", envelope]
+    if reg.referrers_api:
+        args.append("--force-referrers-tag=false")  # see the module docstring (olareg)
+    notation(*args, f"{reg.host}/{repo}@{digest}")
 
     found, tags = asyncio.run(_discover(reg, repo, digest))
     assert not found.problems, found.problems
@@ -166,6 +179,10 @@ def test_notation_signs_ours_verifies(notation: Notation, request: pytest.Fixtur
         # notation wrote the tag-schema index itself; discovery read it.
         assert found.referrers_via == "tag"
         assert fallback_tag(digest) in tags
+
+    # Our envelope builder reproduces notation's envelope byte for byte, signature aside.
+    (cand,) = found.candidates.notation
+    assert _rebuilt_like(cand.envelope, cand.media_type, notation) == cand.envelope
 
     repository = f"{reg.host}/{repo}"
     store = TrustStore.from_directory(notation.truststore)
@@ -194,6 +211,52 @@ def test_notation_signs_ours_verifies(notation: Notation, request: pytest.Fixtur
     assert not tampered.passed
     assert "DigestMismatchError" in tampered.authorities[0].reason
     assert digest in tampered.authorities[0].reason
+
+
+def _rebuilt_like(data: bytes, media_type: str, notation: Notation) -> bytes:
+    """Rebuild notation's envelope with our builder (same key, time and agent) and put
+    notation's signature in place of ours (RSA-PSS is randomised)."""
+    env = parse_envelope(data, media_type)
+    assert env.signing_time is not None
+    target = parse_payload(env.payload)
+    key = load_private_key(notation.key_file.read_bytes())
+    ours = build_envelope(target["mediaType"], target["digest"], target["size"], key,
+                          env.chain, envelope=env.format,  # type: ignore[arg-type]
+                          signing_time=env.signing_time, user_metadata=target.get("annotations"),
+                          signing_agent="notation-go/1.3.2")
+    mine = parse_envelope(ours.data, media_type)
+    if env.format == "jws":
+        b64 = lambda sig: base64.urlsafe_b64encode(sig).rstrip(b"=")  # noqa: E731
+        return ours.data.replace(b64(mine.signature), b64(env.signature))
+    return ours.data.replace(mine.signature, env.signature)
+
+
+@pytest.mark.parametrize("which", REGISTRIES)
+def test_notation_default_writes_the_tag_schema(notation: Notation,
+                                                request: pytest.FixtureRequest, which: str,
+                                                tmp_path: Path) -> None:
+    """``notation sign`` without flags writes ``sha256-<hex>`` even beside a referrers API."""
+    reg = _registry(request, which)
+    repo = "notation-default/tag"
+    digest = _push(reg, repo, tmp_path)
+    notation("sign", "--insecure-registry", f"{reg.host}/{repo}@{digest}")
+
+    async def tag_index() -> list[Any]:
+        ref = Reference(reg.host, repo)
+        async with RegistryClient(insecure=True) as client:
+            m = await client.get_manifest(ref.with_tag(fallback_tag(digest)))
+            sig = m.json()["manifests"][0]
+            sig_manifest = (await client.get_manifest(ref.with_digest(sig["digest"]))).json()
+            return [sig, sig_manifest]
+
+    entry, manifest = asyncio.run(tag_index())
+    assert entry["artifactType"] == "application/vnd.cncf.notary.signature"
+    # notation-go's own manifest form: no artifactType, the type as config media type.
+    assert "artifactType" not in manifest
+    assert manifest["config"]["mediaType"] == "application/vnd.cncf.notary.signature"
+    assert manifest["subject"]["digest"] == digest
+    assert set(manifest["annotations"]) == {"io.cncf.notary.x509chain.thumbprint#S256",
+                                            "org.opencontainers.image.created"}
 
 
 def _foreign_ca_pem() -> bytes:

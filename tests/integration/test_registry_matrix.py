@@ -253,3 +253,21 @@ def test_git_checkout_defaults(embedded_registry: Registry, tmp_path: Path) -> N
                                 str(tmp_path / "o2"), "--insecure-registry", "--json").stdout)
     assert meta["source"] == "https://github.com/acme/app"
     assert meta["revision"] == "release@sha1:" + "f" * 40
+
+
+async def _paginate(reg: Registry) -> list[str]:
+    repo = parse_reference(f"{reg.host}/pages/{uuid.uuid4().hex[:8]}")
+    async with _client(reg) as c:
+        await c.push_blob(repo, sha256_digest(b"{}"), 2, b"{}")
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_EMPTY,
+                                          "digest": sha256_digest(b"{}"), "size": 2},
+                               "layers": []}).encode()
+        for i in range(7):
+            await c.put_manifest(repo, manifest, OCI_MANIFEST, tag=f"t{i}")
+        return await c.list_tags(repo, page_size=2)
+
+
+def test_tag_list_pagination(any_registry: Registry) -> None:
+    """Tags come back complete when the registry pages them (Link header)."""
+    assert sorted(asyncio.run(_paginate(any_registry))) == [f"t{i}" for i in range(7)]

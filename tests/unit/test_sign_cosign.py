@@ -45,6 +45,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def _resp(status: int, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    # A stream, not ``content=``: the client reads bodies with ``aiter_raw``.
+    return httpx.Response(status, stream=httpx.ByteStream(body), headers=headers)
+
+
 class FakeRegistry:
     """Just enough of the distribution API: blobs, manifests, optional referrers API."""
 
@@ -70,8 +75,8 @@ class FakeRegistry:
             data = self.blobs.get(m.group(2))
             if data is None:
                 return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
-            return httpx.Response(200, content=b"" if request.method == "HEAD" else data,
-                                  headers={"Content-Length": str(len(data))})
+            return _resp(200, b"" if request.method == "HEAD" else data,
+                         {"Content-Length": str(len(data))})
         if m := re.fullmatch(r"/v2/(.+)/manifests/(.+)", path):
             return self._manifest(request, m.group(1), m.group(2))
         if m := re.fullmatch(r"/v2/(.+)/referrers/(.+)", path):
@@ -98,8 +103,7 @@ class FakeRegistry:
         data, ctype = found
         headers = {"Content-Type": ctype, "Docker-Content-Digest": sha256_digest(data),
                    "Content-Length": str(len(data))}
-        return httpx.Response(200, content=b"" if request.method == "HEAD" else data,
-                              headers=headers)
+        return _resp(200, b"" if request.method == "HEAD" else data, headers)
 
     def _referrers(self, repo: str, subject: str) -> httpx.Response:
         out = []
@@ -114,9 +118,8 @@ class FakeRegistry:
             if doc.get("annotations"):
                 d["annotations"] = doc["annotations"]
             out.append(d)
-        return httpx.Response(200, json={"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                         "manifests": out},
-                              headers={"Content-Type": mt.OCI_INDEX})
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": out}
+        return _resp(200, json.dumps(index).encode(), {"Content-Type": mt.OCI_INDEX})
 
     def client(self) -> RegistryClient:
         return RegistryClient(insecure=True, transport=httpx.MockTransport(self.handler),
@@ -169,11 +172,13 @@ DIGEST = "sha256:" + hashlib.sha256(b"m").hexdigest()
 
 
 def test_statement_shape() -> None:
-    stmt = sc.build_statement("reg/app", DIGEST)
-    assert stmt == (b'{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"reg/app",'
-                    b'"digest":{"sha256":"' + DIGEST[7:].encode() + b'"}}],'
-                    b'"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{}}')
-    assert "name" not in json.loads(sc.build_statement(None, DIGEST))["subject"][0]
+    # cosign v3.0.2 sign --key: no subject name, no predicate (checked on the real output).
+    stmt = sc.build_statement(None, DIGEST)
+    assert stmt == (b'{"_type":"https://in-toto.io/Statement/v1","subject":[{"digest":'
+                    b'{"sha256":"' + DIGEST[7:].encode() + b'"}}],'
+                    b'"predicateType":"https://sigstore.dev/cosign/sign/v1"}')
+    named = json.loads(sc.build_statement("reg/app", DIGEST))
+    assert named["subject"] == [{"name": "reg/app", "digest": {"sha256": DIGEST[7:]}}]
     with pytest.raises(UsageError):
         sc.build_statement("reg/app", "sha512:" + "a" * 128)
 
@@ -187,7 +192,8 @@ def test_key_bundle_shape_and_verifies(key: ec.EllipticCurvePrivateKey) -> None:
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     assert vm["publicKey"]["hint"] == base64.b64encode(hashlib.sha256(spki).digest()).decode()
-    assert "tlogEntries" not in vm or vm["tlogEntries"] == []
+    assert vm["tlogEntries"] == [] and list(vm) == ["publicKey", "tlogEntries"]
+    assert list(doc) == ["mediaType", "verificationMaterial", "dsseEnvelope"]
     env = doc["dsseEnvelope"]
     assert env["payloadType"] == "application/vnd.in-toto+json"
     assert len(env["signatures"]) == 1
@@ -205,11 +211,15 @@ def test_bundle_manifest_shape() -> None:
     subject = Descriptor(mt.OCI_MANIFEST, DIGEST, 123)
     data = sc.build_bundle_manifest(bundle, subject, created="2026-01-02T03:04:05Z")
     doc = json.loads(data)
-    assert list(doc) == ["schemaVersion", "mediaType", "artifactType", "config", "layers",
-                         "subject", "annotations"]
+    # go-containerregistry struct order, as cosign v3.0.2 writes it.
+    assert list(doc) == ["schemaVersion", "mediaType", "config", "layers", "annotations",
+                         "subject", "artifactType"]
     assert doc["artifactType"] == sc.BUNDLE_MEDIA_TYPE
     assert doc["config"] == {"mediaType": mt.OCI_EMPTY, "digest": mt.EMPTY_JSON_DIGEST,
-                             "size": 2}
+                             "size": 2, "artifactType": sc.BUNDLE_MEDIA_TYPE}
+    assert data.startswith(b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest'
+                           b'.v1+json","config":{"mediaType":"application/vnd.oci.empty.v1+json",'
+                           b'"size":2,"digest":"sha256:44136fa')
     assert doc["layers"] == [{"mediaType": sc.BUNDLE_MEDIA_TYPE,
                               "digest": sha256_digest(bundle), "size": len(bundle)}]
     assert doc["subject"] == {"mediaType": mt.OCI_MANIFEST, "digest": DIGEST, "size": 123}
