@@ -126,8 +126,27 @@ class Referrers:
 @dataclass
 class _HostState:
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    failed: dict[str, AuthenticationError] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     basic: bool = False
     referrers_api: bool | None = None
+
+    def cached_token(self, scopes: list[str]) -> str | None:
+        """A live token whose scopes cover ``scopes`` (``pull,push`` covers ``pull``)."""
+        now = time.monotonic()
+        wanted = [_parse_scope(x) for x in scopes]
+        for key, (token, expires) in self.tokens.items():
+            if expires <= now:
+                continue
+            have = [_parse_scope(x) for x in key.split(" ") if x]
+            if all(any(h[0] == w[0] and w[1] <= h[1] for h in have) for w in wanted):
+                return token
+        return None
+
+
+def _parse_scope(scope: str) -> tuple[str, frozenset[str]]:
+    resource, _, actions = scope.rpartition(":")
+    return resource, frozenset(actions.split(","))
 
 
 def sha256_digest(data: bytes) -> str:
@@ -363,9 +382,9 @@ class RegistryClient:
         scope_key = " ".join(sorted(scopes))
         hdrs = dict(headers or {})
         creds: Credentials | None = None
-        cached = state.tokens.get(scope_key)
-        if cached and cached[1] > time.monotonic():
-            hdrs["Authorization"] = f"Bearer {cached[0]}"
+        cached = state.cached_token(scopes)
+        if cached:
+            hdrs["Authorization"] = f"Bearer {cached}"
         elif state.basic:
             creds = self._credentials(host)
             if creds and creds.username:
@@ -380,11 +399,7 @@ class RegistryClient:
         if creds is None:
             creds = self._credentials(host)
         if challenge.scheme == "bearer":
-            if creds and creds.registry_token and not creds.username:
-                token = creds.registry_token
-            else:
-                token = await self._token(host, challenge, scopes, creds)
-            state.tokens[scope_key] = (token, time.monotonic() + 240.0)
+            token = await self._token_once(host, state, scope_key, challenge, scopes, creds)
             hdrs["Authorization"] = f"Bearer {token}"
         elif challenge.scheme == "basic" and creds and creds.username:
             state.basic = True
@@ -402,6 +417,32 @@ class RegistryClient:
                 f"registry {host} refused the credentials{who}: check --creds or docker login",
                 status=401, code="UNAUTHORIZED", url=url)
         return resp
+
+    async def _token_once(self, host: str, state: _HostState, scope_key: str,
+                          challenge: Challenge, scopes: list[str],
+                          creds: Credentials | None) -> str:
+        """Fetch a token for ``scopes`` once, however many requests wait for it.
+
+        Concurrent requests share one token request; a refusal is remembered for the
+        life of the client so a wrong password costs one round trip, not one per request.
+        """
+        lock = state.locks.setdefault(scope_key, asyncio.Lock())
+        async with lock:
+            if scope_key in state.failed:
+                raise state.failed[scope_key]
+            cached = state.cached_token(scopes)
+            if cached:
+                return cached
+            if creds and creds.registry_token and not creds.username:
+                token = creds.registry_token
+            else:
+                try:
+                    token = await self._token(host, challenge, scopes, creds)
+                except AuthenticationError as e:
+                    state.failed[scope_key] = e
+                    raise
+            state.tokens[scope_key] = (token, time.monotonic() + 240.0)
+            return token
 
     async def _raise_for(self, resp: httpx.Response, what: str, host: str) -> None:
         if resp.is_success:
@@ -518,11 +559,11 @@ class RegistryClient:
             scopes=[f"repository:{ref.repository}:delete", *self._scopes(ref, push=True)])
         await self._raise_for(resp, f"DELETE {ref}", ref.api_host)
 
-    async def blob_exists(self, ref: Reference, digest: str) -> bool:
-        """HEAD a blob."""
+    async def blob_exists(self, ref: Reference, digest: str, *, push: bool = False) -> bool:
+        """HEAD a blob (``push`` asks for the push scope, to share the push's token)."""
         resp = await self._request("HEAD", ref.api_host,
                                    f"/v2/{ref.repository}/blobs/{digest}",
-                                   scopes=self._scopes(ref))
+                                   scopes=self._scopes(ref, push=push))
         if resp.status_code == 404:
             return False
         await self._raise_for(resp, f"HEAD blob {digest}", ref.api_host)
@@ -537,7 +578,7 @@ class RegistryClient:
         ``mount_from`` asks the registry to mount the blob from another repository.
         """
         host = ref.api_host
-        if check_exists and await self.blob_exists(ref, digest):
+        if check_exists and await self.blob_exists(ref, digest, push=True):
             if progress:
                 progress(size)
             return "exists"

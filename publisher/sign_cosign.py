@@ -197,6 +197,14 @@ def build_legacy_config(diff_ids: list[str], base: Mapping[str, Any] | None = No
     return go_json(doc)
 
 
+def build_legacy_manifest(config: Descriptor, layers: list[Descriptor],
+                          media_type: str = mt.OCI_MANIFEST) -> bytes:
+    """The ``.sig`` image manifest, as go-containerregistry marshals it (no annotations)."""
+    doc = json.loads(build_manifest(config, layers, {}))
+    doc["mediaType"] = media_type
+    return go_json(doc)
+
+
 # -- registry helpers ----------------------------------------------------------------------
 
 async def _subject(client: RegistryClient, repo: Reference, digest: str) -> Descriptor:
@@ -271,6 +279,9 @@ async def _store_legacy(client: RegistryClient, repo: Reference, digest: str,
     sig_ref = repo.with_tag(tag)
     layers: list[Descriptor] = []
     base_config: dict[str, Any] | None = None
+    # Appending keeps the media types of an existing image (go-containerregistry's
+    # mutate.Append does the same); a new one is OCI.
+    manifest_type, config_type = mt.OCI_MANIFEST, mt.OCI_IMAGE_CONFIG
     try:
         existing = await client.get_manifest(sig_ref)
     except NotFoundError:
@@ -283,6 +294,10 @@ async def _store_legacy(client: RegistryClient, repo: Reference, digest: str,
         except ValueError as e:
             raise CosignSigningError(f"{repo.name}:{tag} is not a cosign signature image:"
                                      f" {e}") from e
+        if existing.media_type in (mt.OCI_MANIFEST, mt.DOCKER_MANIFEST):
+            manifest_type = existing.media_type
+        if config_desc.media_type:
+            config_type = config_desc.media_type
         if len(layers) >= MAX_LEGACY_LAYERS:
             raise CosignSigningError(f"{repo.name}:{tag} already holds {len(layers)}"
                                      " signatures")
@@ -301,9 +316,9 @@ async def _store_legacy(client: RegistryClient, repo: Reference, digest: str,
     # Simple-signing layers are uncompressed: diff_id == digest.
     config = build_legacy_config([x.digest for x in layers], base_config)
     config_digest = await _push_small_blob(client, repo, config)
-    manifest = build_manifest(Descriptor(mt.OCI_IMAGE_CONFIG, config_digest, len(config)),
-                              layers, {})
-    await client.put_manifest(sig_ref, manifest, mt.OCI_MANIFEST, tag=tag)
+    manifest = build_legacy_manifest(Descriptor(config_type, config_digest, len(config)),
+                                     layers, manifest_type)
+    await client.put_manifest(sig_ref, manifest, manifest_type, tag=tag)
     return tag, True
 
 
@@ -378,16 +393,19 @@ def _keyless_sign(token: str, statement: bytes, staging: bool,
     from sigstore import dsse
     from sigstore._internal.fulcio.client import FulcioClientError
     from sigstore.errors import Error as SigstoreError
-    from sigstore.oidc import IdentityError, IdentityToken
+    from sigstore.oidc import ExpiredIdentity, IdentityError, IdentityToken
     from sigstore.sign import SigningContext
 
     try:
         ident = IdentityToken(token)
     except IdentityError as e:
         raise KeylessSigningError(f"the OIDC identity token is not usable: {e}") from e
-    config = trust_config or _trust_config(staging)
-    ctx = SigningContext.from_trust_config(config)
-    fulcio = config.signing_config.get_fulcio().url
+    try:
+        config = trust_config or _trust_config(staging)
+        ctx = SigningContext.from_trust_config(config)
+        fulcio = config.signing_config.get_fulcio().url
+    except (SigstoreError, ValueError) as e:
+        raise KeylessSigningError(f"cannot load the Sigstore trust configuration: {e}") from e
     try:
         with ctx.signer(ident, cache=False) as signer:
             bundle = signer.sign_dsse(dsse.Statement(statement))
@@ -402,6 +420,9 @@ def _keyless_sign(token: str, statement: bytes, staging: bool,
         if isinstance(cause, requests.RequestException) and cause.response is None:
             raise SigstoreUnreachableError(f"cannot reach Fulcio at {fulcio}: {e}") from e
         raise KeylessSigningError(f"Fulcio refused the certificate request: {e}") from e
+    except ExpiredIdentity as e:
+        raise KeylessSigningError("the OIDC identity token expired before Fulcio was asked"
+                                  " for a certificate: get a fresh one") from e
     except (SigstoreError, ValueError) as e:
         raise KeylessSigningError(f"keyless signing failed: {e}") from e
     return bundle.to_json().encode(), ident.identity
