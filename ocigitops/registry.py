@@ -289,6 +289,10 @@ class RegistryClient:
             self.request_count[method] = self.request_count.get(method, 0) + 1
             try:
                 resp = await self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+            except ssl.SSLError as e:
+                # TLS 1.3 reports a refused client certificate after the handshake, so it
+                # can surface from a read rather than as an httpx ConnectError.
+                raise self._unreachable(host, e) from e
             except httpx.TransportError as e:
                 if attempt >= self.max_retries or not _transient(e):
                     raise self._unreachable(host, e) from e
@@ -311,13 +315,16 @@ class RegistryClient:
         exp = min(self.backoff_max, self.backoff_base * float(2 ** attempt))
         return exp / 2 + random.uniform(0, exp / 2)
 
-    def _unreachable(self, host: str, e: Exception) -> RegistryUnreachableError:
+    def _unreachable(self, host: str, e: BaseException) -> RegistryUnreachableError:
         text = str(e) or type(e).__name__
         hint = ""
         if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
             hint = " (the registry speaks plain HTTP: pass --insecure-registry)"
         elif "CERTIFICATE_VERIFY_FAILED" in text:
             hint = " (TLS certificate not trusted: pass --ca-file with the registry's CA)"
+        elif "BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+            hint = (" (the registry refused our TLS client certificate, or wants one:"
+                    " pass --cert-file and --key-file)")
         elif isinstance(e, httpx.ConnectError):
             hint = " (is it running, and is the address right?)"
         elif isinstance(e, httpx.TimeoutException):

@@ -9,11 +9,13 @@ Wire formats (formats.md section 3), written so that ``cosign verify`` and our
   layer), one ``application/vnd.dev.cosign.simplesigning.v1+json`` layer per signature whose
   blob is the simple-signing payload and whose ``dev.cosignproject.cosign/signature``
   annotation is the base64 DER signature. A new signature is appended to an existing
-  ``.sig`` image (read, modify, write); an identical layer is not added twice.
+  ``.sig`` image (read, modify, write; concurrent writers can lose a layer, as with cosign);
+  like cosign, a payload already signed by the same key is not signed again.
 - **bundle** (cosign v3 default): a DSSE envelope over an in-toto Statement v1 (predicate
-  type ``https://sigstore.dev/cosign/sign/v1``, empty predicate) inside a sigstore bundle
-  v0.3 with ``verificationMaterial.publicKey.hint``, stored as an OCI 1.1 referrer of the
-  signed manifest (empty config, one bundle layer, ``artifactType`` = bundle media type).
+  type ``https://sigstore.dev/cosign/sign/v1``, no predicate: cosign v3.0.2 writes none)
+  inside a sigstore bundle v0.3 with ``verificationMaterial.publicKey.hint``, stored as an
+  OCI 1.1 referrer of the signed manifest (empty config, one bundle layer, ``artifactType``
+  = bundle media type, laid out byte for byte like cosign's manifest).
   Registries without the referrers API get the tag-schema fallback index
   (:meth:`RegistryClient.push_referrer`). No transparency log entry is written: there is no
   Rekor here, exactly as ``cosign sign --tlog-upload=false``.

@@ -143,12 +143,30 @@ def make_tls(tmp: Path) -> tuple[Path, Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
+    # A client certificate from the same CA, for mutual TLS.
+    ckey = ec.generate_private_key(ec.SECP256R1())
+    ccert = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ci-client")]))
+             .issuer_name(ca_name).public_key(ckey.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                            critical=False)
+             .sign(ca_key, hashes.SHA256()))
+    (tmp / "client.pem").write_bytes(ccert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "client.key").write_bytes(ckey.private_bytes(serialization.Encoding.PEM,
+                                                        serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
     return ca_path, cert_path, key_path
 
 
 @contextmanager
-def debian(tmp: Path, *, auth: bool = False, tls: bool = False) -> Iterator[Registry]:
-    """The Debian docker-registry (distribution 2.8) with optional htpasswd and TLS."""
+def debian(tmp: Path, *, auth: bool = False, tls: bool = False,
+           mtls: bool = False) -> Iterator[Registry]:
+    """The Debian docker-registry (distribution 2.8) with optional htpasswd, TLS, and
+    mutual TLS (client certificates ``tmp/client.pem``/``client.key`` required)."""
+    tls = tls or mtls
     binary = debian_registry()
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -157,11 +175,14 @@ def debian(tmp: Path, *, auth: bool = False, tls: bool = False) -> Iterator[Regi
              "storage:", "  filesystem:", f"    rootdirectory: {storage}",
              "  delete:", "    enabled: true",
              "http:", f"  addr: 127.0.0.1:{port}", "  secret: ocigitops-test-secret"]
-    reg = Registry(name="debian" + ("-auth" if auth else "") + ("-tls" if tls else ""),
+    reg = Registry(name="debian" + ("-auth" if auth else "") + ("-tls" if tls else "")
+                   + ("-mtls" if mtls else ""),
                    host=f"127.0.0.1:{port}", storage=storage, log=tmp / "registry.log")
     if tls:
         ca, cert, key = make_tls(tmp)
         lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
+        if mtls:
+            lines += ["    clientcas:", f"      - {ca}"]
         reg.insecure, reg.ca_file = False, str(ca)
     if auth:
         htpasswd = tmp / "htpasswd"
@@ -180,8 +201,10 @@ def debian(tmp: Path, *, auth: bool = False, tls: bool = False) -> Iterator[Regi
     reg.proc = proc
     scheme = "https" if tls else "http"
     try:
-        wait_http(f"{scheme}://{reg.host}/v2/", proc, reg.log,
-                  verify=ssl.create_default_context(cafile=reg.ca_file) if tls else False)
+        ctx = ssl.create_default_context(cafile=reg.ca_file) if tls else None
+        if ctx is not None and mtls:
+            ctx.load_cert_chain(str(tmp / "client.pem"), str(tmp / "client.key"))
+        wait_http(f"{scheme}://{reg.host}/v2/", proc, reg.log, verify=ctx or False)
         yield reg
     finally:
         _stop(proc)

@@ -86,6 +86,20 @@ def _read_limited(data: bytes | str, what: str) -> bytes:
     return raw
 
 
+def _with_tlog_entries(raw: bytes) -> bytes:
+    """cosign v3 omits ``verificationMaterial.tlogEntries`` when it is empty (signing with
+    ``--tlog-upload=false``); the protobuf models require the field. Add it as empty."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return raw  # the parser reports it
+    vm = doc.get("verificationMaterial") if isinstance(doc, dict) else None
+    if isinstance(vm, dict) and "tlogEntries" not in vm:
+        vm["tlogEntries"] = []
+        return json.dumps(doc).encode()
+    return raw
+
+
 def _inclusive_tsa_end(doc: dict[str, Any]) -> None:
     # sigstore-python compares ``gen_time < end``; the spec and conformance suite want the
     # end instant included. Datetimes have microsecond resolution, so +1 us is exactly "<=".
@@ -403,7 +417,7 @@ def verify_bundle_with_key(
     checked only if present. Raises a :class:`SignatureVerificationError` subclass.
     """
     want = _hashed(artifact, digest)
-    raw = _read_limited(bundle, "bundle")
+    raw = _with_tlog_entries(_read_limited(bundle, "bundle"))
     try:
         b = _RawBundle.from_json(raw)
     except ValueError as exc:
@@ -498,7 +512,7 @@ def verify_bundle_with_key(
 def bundle_certificate(bundle: bytes | str) -> x509.Certificate | None:
     """The signing certificate of a keyless bundle, or None for a key-based one."""
     try:
-        b = _RawBundle.from_json(_read_limited(bundle, "bundle"))
+        b = _RawBundle.from_json(_with_tlog_entries(_read_limited(bundle, "bundle")))
     except ValueError as exc:
         raise MalformedSignatureError(f"bundle is invalid: {exc}") from exc
     vm = b.verification_material

@@ -14,6 +14,7 @@ to the verification result. They never make anything pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from ocigitops.errors import NotFoundError, OcigitopsError
@@ -23,6 +24,11 @@ from verifier.policy import Candidates, NotationCandidate
 from verifier.simplesigning import LegacySignature
 
 COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+#: cosign v2's experimental ``--registry-referrers-mode=oci-1-1`` signature referrer.
+COSIGN_ARTIFACT_SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
+#: Types that say nothing about the referrer: cosign v3 writes fallback-index entries
+#: with the empty config type, and old writers leave artifactType out.
+_UNTYPED = (None, "", "application/vnd.oci.empty.v1+json")
 SIGSTORE_BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 NOTATION_MEDIA_TYPES = ("application/jose+json", "application/cose")
@@ -103,16 +109,64 @@ async def _legacy(client: RegistryClient, repo: Reference, digest: str, out: Dis
     return sigs
 
 
+async def _classify(client: RegistryClient, repo: Reference, d: Descriptor) -> Descriptor:
+    """Give an untyped referrer the artifactType its own manifest declares."""
+    m = await client.get_manifest(repo.with_digest(d.digest))
+    doc = m.json()
+    atype = doc.get("artifactType") or (doc.get("config") or {}).get("mediaType")
+    layers = doc.get("layers") or []
+    if atype in _UNTYPED and len(layers) == 1 and isinstance(layers[0], dict):
+        lt = str(layers[0].get("mediaType", ""))
+        if lt.startswith(SIGSTORE_BUNDLE_PREFIX):
+            atype = lt
+    return Descriptor(d.media_type, d.digest, d.size, d.annotations,
+                      str(atype) if atype else None)
+
+
+async def _oci11_legacy(client: RegistryClient, repo: Reference, d: Descriptor,
+                        out: Discovered) -> list[LegacySignature]:
+    """Simple-signing layers of a cosign v2 OCI 1.1 signature referrer."""
+    m = await client.get_manifest(repo.with_digest(d.digest))
+    sigs: list[LegacySignature] = []
+    for raw in (m.json().get("layers") or [])[:16]:
+        layer = Descriptor.from_json(raw)
+        if layer.media_type != COSIGN_SIMPLESIGNING:
+            continue
+        payload = await client.fetch_blob(repo, layer, max_size=MAX_SIGNATURE_BLOB)
+        sigs.append(LegacySignature.from_layer(payload, layer.annotations or {}))
+        out.found.append(Found("cosign-legacy", f"{repo.name}@{d.digest} (referrer)",
+                               layer.media_type))
+    return sigs
+
+
 async def discover(client: RegistryClient, repo: Reference, digest: str, *,
                    max_per_kind: int = 16, legacy: bool = True) -> Discovered:
     """Collect the signatures of ``digest`` in ``repo`` (both cosign formats, notation)."""
     out = Discovered(candidates=Candidates())
     legacy_task = asyncio.create_task(
         _legacy(client, repo, digest, out, max_per_kind) if legacy else _none())
-    refs = await client.referrers(repo, digest)
+    try:
+        refs = await client.referrers(repo, digest)
+    except BaseException:
+        legacy_task.cancel()
+        with contextlib.suppress(BaseException):
+            await legacy_task
+        raise
     out.referrers_via = refs.via
-    bundles_d = _newest_first([d for d in refs.descriptors if _is_bundle(d)])[:max_per_kind]
-    notation_d = _newest_first([d for d in refs.descriptors if _is_notation(d)])[:max_per_kind]
+    descs = list(refs.descriptors)
+    untyped = [d for d in descs if d.artifact_type in _UNTYPED][:max_per_kind]
+    if untyped:
+        typed = {d.digest: d for d in descs if d.artifact_type not in _UNTYPED}
+        for d in await asyncio.gather(*(_classify(client, repo, x) for x in untyped),
+                                      return_exceptions=True):
+            if isinstance(d, Descriptor):
+                typed[d.digest] = d
+            else:
+                out.problems.append(f"referrer could not be read: {d}")
+        descs = list(typed.values())
+    bundles_d = _newest_first([d for d in descs if _is_bundle(d)])[:max_per_kind]
+    notation_d = _newest_first([d for d in descs if _is_notation(d)])[:max_per_kind]
+    oci11_d = [d for d in descs if d.artifact_type == COSIGN_ARTIFACT_SIG][:max_per_kind]
 
     async def fetch(d: Descriptor) -> tuple[Descriptor, Descriptor, bytes] | None:
         try:
@@ -139,7 +193,13 @@ async def discover(client: RegistryClient, repo: Reference, digest: str, *,
         else:
             out.problems.append(f"notation signature {d.digest} has layer media type"
                                 f" {layer.media_type}, expected JWS or COSE")
-    out.candidates = Candidates(legacy=await legacy_task, bundles=bundles, notation=notation)
+    legacy_sigs = list(await legacy_task)
+    for d in oci11_d:
+        try:
+            legacy_sigs += await _oci11_legacy(client, repo, d, out)
+        except (OcigitopsError, ValueError) as e:
+            out.problems.append(f"cosign OCI 1.1 signature {d.digest}: {e}")
+    out.candidates = Candidates(legacy=legacy_sigs, bundles=bundles, notation=notation)
     return out
 
 

@@ -274,7 +274,11 @@ def encrypt_private_key(
     scrypt_n: int = DEFAULT_SCRYPT_N,
     pem_type: str = SIGSTORE_PRIVATE_KEY_PEM,
 ) -> bytes:
-    """Encrypt ``key`` into the cosign PEM format (``cosign.key``)."""
+    """Encrypt ``key`` into the cosign PEM format (``cosign.key``).
+
+    cosign reads only ``scrypt_n`` 32768, 65536 (the default) or 131072; other values
+    exist for fast tests and make keys that cosign refuses.
+    """
     if pem_type not in _ENCRYPTED_PEM_TYPES:
         raise ValueError(f"pem_type must be one of {_ENCRYPTED_PEM_TYPES}")
     check_key_supported(key)

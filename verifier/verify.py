@@ -85,7 +85,8 @@ async def verify_artifact(client: RegistryClient, ref: Reference,
     digest = ref.digest or (await client.head_manifest(ref)).digest
     found = await discover(client, ref.repo_only(), digest)
     result = evaluate(policy, digest, found.candidates, repository=ref.name)
-    return VerifyOutcome(reference=str(ref), digest=digest, result=result, discovered=found)
+    shown = str(ref.repo_only()) + (f":{ref.tag}" if ref.tag else "")
+    return VerifyOutcome(reference=shown, digest=digest, result=result, discovered=found)
 
 
 def _read(base: Path, value: str) -> bytes:

@@ -58,7 +58,6 @@ PASSWORD = "interop-pw"
 FAST_N = 1 << 15
 #: Verifier bug (reported): cosign v3 bundles omit the empty ``tlogEntries`` and
 #: sigstore-models' Bundle model requires it, so verify_bundle_with_key refuses them.
-TLOG_ENTRIES_BUG = "tlogEntries"
 
 
 @pytest.fixture(params=["olareg_registry", "debian_plain"], ids=["olareg", "debian"])
@@ -250,6 +249,26 @@ def test_cosign2_legacy_verified_by_ours(registry: Registry, cosign: Cosign,
     assert f"signature is for {digest}, not for {tampered}" in moved.authorities[0].reason
 
 
+def test_cosign2_referrers_mode_signature(olareg: Registry, cosign: Cosign,
+                                          tmp_path: Path) -> None:
+    """cosign v2 ``--registry-referrers-mode=oci-1-1`` (experimental) stores the simple-signing
+    layer in a referrer (``artifactType`` ``application/vnd.dev.cosign.artifact.sig.v1+json``)
+    instead of the ``.sig`` tag."""
+    key_path, pub_path = cosign.generate_key_pair(2, tmp_path / "k")
+    repo, digest = _artifact(olareg)
+    cosign.env["COSIGN_EXPERIMENTAL"] = "1"
+    cosign.sign(2, key_path, f"{repo}@{digest}", "--registry-referrers-mode=oci-1-1")
+    assert cosign.verify(2, pub_path, f"{repo}@{digest}", "--experimental-oci11").returncode == 0
+
+    async def referrers() -> list[str]:
+        async with _client() as c:
+            return [d.artifact_type or "" for d in (await c.referrers(repo, digest)).descriptors]
+    assert arun(referrers()) == ["application/vnd.dev.cosign.artifact.sig.v1+json"]
+    found, result = arun(_check(repo, digest, _policy(pub_path)))
+    assert [f.kind for f in found.found] == ["cosign-legacy"]
+    assert result.passed, result.summary()
+
+
 def test_cosign3_bundle_verified_by_ours(registry: Registry, cosign: Cosign,
                                          tmp_path: Path) -> None:
     key_path, pub_path = cosign.generate_key_pair(3, tmp_path / "k")
@@ -286,19 +305,21 @@ def test_cosign3_bundle_verified_by_ours(registry: Registry, cosign: Cosign,
         # cosign v3.0.2's fallback index entry names the config type and drops annotations.
         assert entry["artifactType"] == mt.OCI_EMPTY and "annotations" not in entry
 
-    # The signature itself is sound: with the empty tlogEntries restored our check passes.
-    doc["verificationMaterial"]["tlogEntries"] = []
+    async def tags() -> list[str]:
+        async with _client() as c:
+            return sorted(await c.list_tags(repo))
+    # A bundle either way, never a legacy .sig image; the index tag only without the API.
+    expected = ["v1"] if registry.referrers_api else [fallback_tag(digest), "v1"]
+    assert arun(tags()) == expected
+
     pub = load_public_key(pub_path.read_bytes())
-    v = verify_bundle_with_key(json.dumps(doc), pub, digest=digest, require_tlog=False)
+    v = verify_bundle_with_key(bundle, pub, digest=digest, require_tlog=False)
     assert v.digest == digest
 
+    # Found either way (untyped fallback entries are classified by their manifest) and
+    # verified without the tlogEntries field cosign v3 leaves out.
     found, result = arun(_check(repo, digest, _policy(pub_path)))
-    if not registry.referrers_api and not found.found:
-        pytest.xfail("verifier.discovery keeps fallback-index entries whose artifactType is a"
-                     " sigstore bundle; cosign v3 writes application/vnd.oci.empty.v1+json")
-    if not result.passed and TLOG_ENTRIES_BUG in result.authorities[0].reason:
-        pytest.xfail("verifier.bundles.verify_bundle_with_key requires"
-                     " verificationMaterial.tlogEntries, which cosign v3 omits when empty")
+    assert [f.kind for f in found.found] == ["cosign-bundle"]
     assert result.passed, result.summary()
 
 
@@ -367,6 +388,10 @@ def test_ours_bundle_verified_by_cosign3(registry: Registry, cosign: Cosign,
     assert ok.returncode == 0, ok.stderr
     assert digest in ok.stdout
     assert cosign.verify(3, other_pub, ref).returncode != 0
+    # cosign v2.6.1 reads the new bundle format too when asked.
+    v2 = cosign.verify(2, pub_path, ref, "--new-bundle-format", "--trusted-root",
+                       str(PUBLIC_GOOD_TRUSTED_ROOT))
+    assert v2.returncode == 0, v2.stderr
     # An unsigned digest in the same repository is not covered.
     unsigned = arun(_push(registry, repo.repository, b"unsigned", tag="v2"))
     assert cosign.verify(3, pub_path, f"{repo}@{unsigned}").returncode != 0

@@ -271,3 +271,24 @@ async def _paginate(reg: Registry) -> list[str]:
 def test_tag_list_pagination(any_registry: Registry) -> None:
     """Tags come back complete when the registry pages them (Link header)."""
     assert sorted(asyncio.run(_paginate(any_registry))) == [f"t{i}" for i in range(7)]
+
+
+def test_mutual_tls_client_certificate(tmp_path: Path) -> None:
+    from tests import registries
+
+    with registries.debian(tmp_path / "mtls", mtls=True) as reg:
+        assert reg.ca_file
+        certs = Path(reg.ca_file).parent
+        base = ["--source", "s", "--revision", REV, "--ca-file", reg.ca_file]
+        tree = _tree(tmp_path)
+        refused = ocigitops("push", "artifact", reg.url("mtls/app") + ":v1", "--path",
+                            str(tree), *base, check=False)
+        assert refused.returncode != 0 and refused.stderr.startswith("error: cannot reach")
+        ocigitops("push", "artifact", reg.url("mtls/app") + ":v1", "--path", str(tree), *base,
+                  "--cert-file", str(certs / "client.pem"), "--key-file",
+                  str(certs / "client.key"))
+        out = tmp_path / "out"
+        ocigitops("pull", "artifact", reg.url("mtls/app") + ":v1", "--output", str(out),
+                  "--ca-file", reg.ca_file, "--cert-file", str(certs / "client.pem"),
+                  "--key-file", str(certs / "client.key"))
+        assert tree_files(out) == tree_files(tree)

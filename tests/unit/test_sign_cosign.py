@@ -301,6 +301,30 @@ def test_legacy_appends_and_does_not_duplicate(key: ec.EllipticCurvePrivateKey) 
         assert result.passed, result.summary()
 
 
+def test_legacy_append_keeps_existing_media_types(key: ec.EllipticCurvePrivateKey) -> None:
+    reg = FakeRegistry(referrers_api=False)
+    digest = reg.add_artifact()
+    other = ec.generate_private_key(ec.SECP256R1())
+
+    async def sign(k: ec.EllipticCurvePrivateKey) -> None:
+        async with reg.client() as c:
+            await sc.sign_cosign_key(c, REPO, digest, k, fmt="legacy")
+
+    run(sign(other))
+    tag = "sha256-" + digest[7:] + ".sig"
+    # Rewrite the image with Docker media types, as older signers did.
+    doc = reg.manifest_json(tag)
+    doc["mediaType"] = mt.DOCKER_MANIFEST
+    doc["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json"
+    data = json.dumps(doc).encode()
+    reg.manifests[("team/app", tag)] = (data, mt.DOCKER_MANIFEST)
+    run(sign(key))
+    doc = reg.manifest_json(tag)
+    assert reg.manifests[("team/app", tag)][1] == mt.DOCKER_MANIFEST
+    assert doc["mediaType"] == mt.DOCKER_MANIFEST and len(doc["layers"]) == 2
+    assert doc["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+
+
 def test_bundle_sign_stores_referrer_and_verifies(registry: FakeRegistry,
                                                   key: ec.EllipticCurvePrivateKey) -> None:
     digest = registry.add_artifact()
