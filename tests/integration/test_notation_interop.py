@@ -237,8 +237,8 @@ def _rebuilt_like(data: bytes, media_type: str, notation: Notation) -> bytes:
                           signing_agent="notation-go/1.3.2")
     mine = parse_envelope(ours.data, media_type)
     if env.format == "jws":
-        b64 = lambda sig: base64.urlsafe_b64encode(sig).rstrip(b"=")  # noqa: E731
-        return ours.data.replace(b64(mine.signature), b64(env.signature))
+        return ours.data.replace(base64.urlsafe_b64encode(mine.signature).rstrip(b"="),
+                                 base64.urlsafe_b64encode(env.signature).rstrip(b"="))
     return ours.data.replace(mine.signature, env.signature)
 
 
@@ -525,3 +525,21 @@ def test_expiry_both_directions(notation: Notation, debian_plain: Registry, enve
                      now=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2))
     assert not later.passed
     assert "expired" in later.authorities[0].reason
+
+
+@pytest.mark.parametrize("envelope", ["jws", "cose"])
+def test_cli_sign_notation_verifies(notation: Notation, debian_plain: Registry, envelope: str,
+                                    tmp_path: Path) -> None:
+    """``ocigitops sign artifact --notation`` with notation's own key files."""
+    reg = debian_plain
+    repo = f"cli/{envelope}"
+    digest = _push(reg, repo, tmp_path)
+    out = ocigitops("sign", "artifact", f"{reg.url(repo)}@{digest}", "--notation",
+                    "--key", str(notation.key_file), "--cert", str(notation.cert_file),
+                    "--envelope", envelope, "-a", "env=prod", "-o", "json",
+                    *reg.cli_flags())
+    res = json.loads(out.stdout)
+    assert res["kind"] == "notation" and res["subject"] == digest
+    assert res["storedVia"] == "tag"
+    notation("verify", "--insecure-registry", "--user-metadata", "env=prod",
+             f"{reg.host}/{repo}@{digest}")

@@ -167,6 +167,20 @@ def test_jws_without_expiry_marks_only_the_scheme_critical() -> None:
     assert "annotations" not in payload["targetArtifact"]
 
 
+def test_payload_escaped_like_go() -> None:
+    """User metadata is marshalled as Go does: ``<>&`` escaped, UTF-8 kept."""
+    key, chain, root = _pki("p256")
+    md = {"note": "a<b>&c", "ünï": "çødé"}
+    for envelope in ("jws", "cose"):
+        signed = build_envelope(MEDIA_TYPE, DIGEST, SIZE, key, chain, envelope=envelope,  # type: ignore[arg-type]
+                                user_metadata=md)
+        env = parse_envelope(signed.data, signed.media_type)
+        assert b"a\\u003cb\\u003e\\u0026c" in env.payload
+        assert "çødé".encode() in env.payload
+        assert json.loads(env.payload)["targetArtifact"]["annotations"] == md
+        _verify(signed.data, signed.media_type, root)
+
+
 def test_cose_shape() -> None:
     key, chain, _root = _pki("rsa3072")
     t = (now() - dt.timedelta(minutes=30)).replace(microsecond=500000)
