@@ -748,27 +748,30 @@ class RegistryClient:
         return tags
 
     async def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None,
-                        *, limit: int = MAX_REFERRERS) -> Referrers:
+                        *, limit: int = MAX_REFERRERS,
+                        accept: Callable[[Descriptor], bool] | None = None) -> Referrers:
         """Referrers of ``subject``: the referrers API, else the ``sha256-<hex>`` tag index.
 
         Anything but a 200 image index from ``/referrers/`` means "unsupported"
-        (GHCR redirects to an HTML page). At most ``limit`` descriptors are kept.
+        (GHCR redirects to an HTML page). Only descriptors ``accept`` keeps count, and at
+        most ``limit`` of them are kept: thousands of unrelated referrers (SBOMs, scans)
+        can neither exhaust memory nor push the interesting ones out.
         """
         state = self._state(ref.api_host)
         if state.referrers_api is not False:
-            found = await self._referrers_api(ref, subject, artifact_type, limit)
+            found = await self._referrers_api(ref, subject, artifact_type, limit, accept)
             if found is not None:
                 state.referrers_api = True
                 return Referrers(found, "api")
             state.referrers_api = False
         index = await self._fallback_index(ref, subject)
-        descs = index[:limit] if index else []
-        if artifact_type:
-            descs = [d for d in descs if d.artifact_type == artifact_type]
-        return Referrers(descs, "tag")
+        descs = [d for d in index if (not artifact_type or d.artifact_type == artifact_type)
+                 and (accept is None or accept(d))]
+        return Referrers(descs[:limit], "tag")
 
     async def _referrers_api(self, ref: Reference, subject: str, artifact_type: str | None,
-                             limit: int) -> list[Descriptor] | None:
+                             limit: int, accept: Callable[[Descriptor], bool] | None = None,
+                             ) -> list[Descriptor] | None:
         params = {"artifactType": artifact_type} if artifact_type else None
         url: str | None = None
         out: list[Descriptor] = []
@@ -805,6 +808,8 @@ class RegistryClient:
                     continue
                 if artifact_type and not filtered and d.artifact_type != artifact_type:
                     continue
+                if accept is not None and not accept(d):
+                    continue
                 out.append(d)
                 if len(out) >= limit:
                     return out
@@ -813,6 +818,14 @@ class RegistryClient:
                 return out
             url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
         return out
+
+    async def fallback_referrers(self, ref: Reference, subject: str) -> list[Descriptor]:
+        """The ``sha256-<hex>`` tag-schema index alone, even where the API exists.
+
+        Some signers (notation by default) always write that tag; a registry may then
+        answer its API without those entries.
+        """
+        return await self._fallback_index(ref, subject)
 
     async def _fallback_index(self, ref: Reference, subject: str) -> list[Descriptor]:
         try:

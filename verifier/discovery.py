@@ -62,6 +62,12 @@ def _is_notation(d: Descriptor) -> bool:
     return d.artifact_type == NOTATION_SIGNATURE
 
 
+def _maybe_signature(d: Descriptor) -> bool:
+    """Referrers worth keeping: signature types, and untyped ones (classified later)."""
+    return (_is_bundle(d) or _is_notation(d) or d.artifact_type == COSIGN_ARTIFACT_SIG
+            or d.artifact_type in _UNTYPED)
+
+
 def _newest_first(descs: list[Descriptor]) -> list[Descriptor]:
     return sorted(descs, key=lambda d: (d.annotations or {}).get(
         "org.opencontainers.image.created", ""), reverse=True)
@@ -146,7 +152,7 @@ async def discover(client: RegistryClient, repo: Reference, digest: str, *,
     legacy_task = asyncio.create_task(
         _legacy(client, repo, digest, out, max_per_kind) if legacy else _none())
     try:
-        refs = await client.referrers(repo, digest)
+        refs = await client.referrers(repo, digest, accept=_maybe_signature)
     except BaseException:
         legacy_task.cancel()
         with contextlib.suppress(BaseException):
@@ -154,6 +160,16 @@ async def discover(client: RegistryClient, repo: Reference, digest: str, *,
         raise
     out.referrers_via = refs.via
     descs = list(refs.descriptors)
+    if refs.via == "api":
+        # notation writes the tag-schema index even where the API exists, and some
+        # registries then list only one of the two: read both, merged by digest.
+        known = {d.digest for d in descs}
+        try:
+            extra = await client.fallback_referrers(repo, digest)
+        except OcigitopsError as e:
+            out.problems.append(f"tag-schema referrers index could not be read: {e}")
+            extra = []
+        descs += [d for d in extra if d.digest not in known and _maybe_signature(d)]
     untyped = [d for d in descs if d.artifact_type in _UNTYPED][:max_per_kind]
     if untyped:
         typed = {d.digest: d for d in descs if d.artifact_type not in _UNTYPED}

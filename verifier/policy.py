@@ -228,12 +228,13 @@ def _eval_keyless(a: CosignKeylessAuthority, digest: str, c: Candidates) -> Auth
 
 
 def _eval_notation(a: NotationAuthority, digest: str, c: Candidates, repository: str,
-                   now: datetime | None) -> AuthorityResult:
+                   now: datetime | None, subject_size: int | None = None) -> AuthorityResult:
     reasons: list[str] = []
     for i, cand in enumerate(c.notation):
         try:
             v = verify_notation(cand.envelope, cand.media_type, digest, repository=repository,
-                                policy=a.trust_policy, trust_store=a.trust_store, now=now)
+                                policy=a.trust_policy, trust_store=a.trust_store, now=now,
+                                expected_size=subject_size)
         except Exception as exc:
             reasons.append(f"envelope {i}: {_fmt(exc)}")
             continue
@@ -243,10 +244,12 @@ def _eval_notation(a: NotationAuthority, digest: str, c: Candidates, repository:
 
 
 def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
-             repository: str, now: datetime | None = None) -> PolicyResult:
+             repository: str, now: datetime | None = None,
+             subject_size: int | None = None) -> PolicyResult:
     """Evaluate ``policy`` for ``repository@digest`` over the candidate signatures.
 
-    ``repository`` (``registry/path``) selects the notation trust policy statement.
+    ``repository`` (``registry/path``) selects the notation trust policy statement;
+    ``subject_size``, when known, must match the size notation signatures name.
     """
     check_digest(digest)
     results: list[AuthorityResult] = []
@@ -257,7 +260,7 @@ def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
             elif isinstance(a, CosignKeylessAuthority):
                 r = _eval_keyless(a, digest, candidates)
             else:
-                r = _eval_notation(a, digest, candidates, repository, now)
+                r = _eval_notation(a, digest, candidates, repository, now, subject_size)
         except Exception as exc:  # a bug in one check must not pass or abort the others
             r = AuthorityResult(a.name, type(a).__name__, False, f"internal error: {_fmt(exc)}")
         # Defensive: only a result that names the very digest counts.

@@ -82,9 +82,11 @@ class VerifyOutcome:
 async def verify_artifact(client: RegistryClient, ref: Reference,
                           policy: SignaturePolicy) -> VerifyOutcome:
     """Resolve ``ref`` to a digest, discover its signatures and evaluate ``policy``."""
-    digest = ref.digest or (await client.head_manifest(ref)).digest
+    desc = await client.head_manifest(ref)
+    digest = desc.digest
     found = await discover(client, ref.repo_only(), digest)
-    result = evaluate(policy, digest, found.candidates, repository=ref.name)
+    result = evaluate(policy, digest, found.candidates, repository=ref.name,
+                      subject_size=desc.size or None)
     shown = str(ref.repo_only()) + (f":{ref.tag}" if ref.tag else "")
     return VerifyOutcome(reference=shown, digest=digest, result=result, discovered=found)
 
