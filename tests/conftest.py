@@ -44,7 +44,7 @@ def debian_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
 @pytest.fixture(scope="session")
 def ggcr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """go-containerregistry's registry (referrers API)."""
+    """go-containerregistry's registry (no referrers API)."""
     with registries.crane(tmp_path_factory.mktemp("ggcr")) as reg:
         yield reg
 

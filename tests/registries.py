@@ -211,18 +211,17 @@ def debian(tmp: Path, *, auth: bool = False, tls: bool = False,
 
 
 @contextmanager
-def crane(tmp: Path) -> Iterator[Registry]:
-    """go-containerregistry's registry with the referrers API, on disk."""
-    binary = tool("crane")
+def _binary_registry(tmp: Path, name: str, argv: list[str],
+                     referrers_api: bool) -> Iterator[Registry]:
+    """Run a registry binary (``argv`` may use ``{port}``) with its log in ``tmp``."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = tmp / "crane.log"
-    (tmp / "blobs").mkdir(exist_ok=True)
+    log = tmp / f"{name}.log"
     with open(log, "wb") as logf:
-        proc = subprocess.Popen([binary, "registry", "serve", "--address",
-                                 f"127.0.0.1:{port}", "--disk", str(tmp / "blobs")],
-                                stdout=logf, stderr=logf)
-    reg = Registry(name="ggcr", host=f"127.0.0.1:{port}", log=log, proc=proc)
+        proc = subprocess.Popen([a.format(port=port) for a in argv], stdout=logf,
+                                stderr=logf)
+    reg = Registry(name=name, host=f"127.0.0.1:{port}", referrers_api=referrers_api,
+                   log=log, proc=proc)
     try:
         wait_http(f"http://{reg.host}/v2/", proc, log)
         yield reg
@@ -231,24 +230,23 @@ def crane(tmp: Path) -> Iterator[Registry]:
 
 
 @contextmanager
+def crane(tmp: Path) -> Iterator[Registry]:
+    """go-containerregistry's registry (``crane registry serve``: no referrers API)."""
+    (tmp / "blobs").mkdir(parents=True, exist_ok=True)
+    with _binary_registry(tmp, "ggcr", [tool("crane"), "registry", "serve", "--address",
+                                        "127.0.0.1:{port}", "--disk", str(tmp / "blobs")],
+                          referrers_api=False) as reg:
+        yield reg
+
+
+@contextmanager
 def olareg(tmp: Path) -> Iterator[Registry]:
     """olareg with the referrers API, storing OCI layouts on disk."""
-    binary = tool("olareg")
-    tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp / "olareg.log"
-    (tmp / "store").mkdir(exist_ok=True)
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([binary, "serve", "--addr", "127.0.0.1", "--port", str(port),
-                                 "--dir", str(tmp / "store"), "--api-delete"],
-                                stdout=logf, stderr=logf)
-    reg = Registry(name="olareg", host=f"127.0.0.1:{port}", referrers_api=True, log=log,
-                   proc=proc)
-    try:
-        wait_http(f"http://{reg.host}/v2/", proc, log)
+    (tmp / "store").mkdir(parents=True, exist_ok=True)
+    with _binary_registry(tmp, "olareg", [tool("olareg"), "serve", "--addr", "127.0.0.1",
+                                          "--port", "{port}", "--dir", str(tmp / "store"),
+                                          "--api-delete"], referrers_api=True) as reg:
         yield reg
-    finally:
-        _stop(proc)
 
 
 @contextmanager
