@@ -91,3 +91,24 @@ def test_ten_thousand_referrers(tmp_path: Path) -> None:
     assert elapsed < 20, f"verification with {N_JUNK} referrers took {elapsed:.1f}s"
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert grown_mib < 200, f"peak RSS grew by {grown_mib:.0f} MiB"
+
+
+def test_signature_manifest_with_missing_layer_fails_clearly(tmp_path: Path) -> None:
+    """A signature whose layer blob is gone is a reported problem and never a pass."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n")
+    pair = generate_key_pair(b"pw", scrypt_n=1 << 12)
+    storage = tmp_path / "storage"
+    with BackgroundRegistry(storage) as srv:
+        asyncio.run(_push_and_sign(srv.host, tree, pair.private_pem))
+        blobs = storage / "bounded" / "app" / "blobs" / "sha256"
+        prefix = b'{"mediaType":"application/vnd.dev.sigstore'
+        bundle_layers = [p for p in blobs.iterdir() if p.read_bytes().startswith(prefix)]
+        assert len(bundle_layers) == 1
+        bundle_layers[0].unlink()
+        _, (outcome, _) = asyncio.run(_verify(srv.host, pair.public_pem))
+    assert not outcome.passed  # type: ignore[attr-defined]
+    problems = " ".join(outcome.discovered.problems)  # type: ignore[attr-defined]
+    assert "points to missing layer" in problems, problems
+    assert outcome.result.authorities[0].reason  # type: ignore[attr-defined]
