@@ -672,11 +672,14 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
                         annotations: tuple[str, ...], require_tlog: bool, fmt: str,
                         **kw: Any) -> None:
     """Verify the signatures of the artifact at URL; exit 0 only when the policy passes."""
-    from verifier.bundles import load_trusted_root
     from verifier.verify import load_policy_file, policy_from_flags, verify_artifact
 
     ref = _parse_ref(url)
-    root = load_trusted_root(trusted_root) if trusted_root else None
+    root = None
+    if trusted_root:
+        from verifier.bundles import load_trusted_root
+
+        root = load_trusted_root(trusted_root)
     github = {k: v for k, v in {
         "repository": certificate_github_workflow_repository,
         "ref": certificate_github_workflow_ref,

@@ -16,21 +16,23 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
-from sigstore.models import TrustedRoot
 
-from verifier.bundles import is_key_bundle, verify_bundle_keyless, verify_bundle_with_key
 from verifier.errors import PolicyError
 from verifier.identity import IdentityPolicy
 from verifier.keys import PublicKey, load_public_key
-from verifier.legacy_keyless import verify_legacy_keyless_signature
 from verifier.notation import verify_notation
 from verifier.rekor import RekorKey
 from verifier.results import SignatureVerification, Signer
 from verifier.simplesigning import LegacySignature, check_digest, verify_legacy_signature
 from verifier.trustpolicy import TrustPolicyDocument, TrustStore, parse_trust_policy
+
+if TYPE_CHECKING:
+    # sigstore-python costs ~0.4 s to import: only bundle and keyless checks load it, so
+    # legacy-key and notation verification (and the CLI for them) never pay for it.
+    from sigstore.models import TrustedRoot
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ def _eval_key(a: CosignKeyAuthority, digest: str, c: Candidates) -> AuthorityRes
                 continue
             return AuthorityResult(a.name, "cosign-key", True,
                                    f"legacy signature by {v.signer}", v.signer, v)
+    if c.bundles:
+        from verifier.bundles import is_key_bundle, verify_bundle_with_key
     for i, raw in enumerate(c.bundles):
         try:
             if not is_key_bundle(json.loads(raw)):
@@ -195,6 +199,9 @@ def _eval_key(a: CosignKeyAuthority, digest: str, c: Candidates) -> AuthorityRes
 
 
 def _eval_keyless(a: CosignKeylessAuthority, digest: str, c: Candidates) -> AuthorityResult:
+    from verifier.bundles import is_key_bundle, verify_bundle_keyless
+    from verifier.legacy_keyless import verify_legacy_keyless_signature
+
     reasons: list[str] = []
     for i, raw in enumerate(c.bundles):
         try:
