@@ -1,0 +1,1 @@
+"""The in-cluster controller: API types, sources, kustomize, runtime (in progress)."""
