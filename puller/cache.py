@@ -1,0 +1,117 @@
+"""Content-addressed artifact cache: the hand-off between sources and their consumers.
+
+Sources store the verified layer (tar+gzip) under its digest; consumers extract it into a
+private directory for each build. Every read re-hashes the file, so a corrupted or
+tampered cache entry is detected, deleted and refetched rather than applied
+(architecture.md decision 1: no artifact HTTP server inside one process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import IO
+
+from ocigitops.errors import DigestMismatchError, OcigitopsError
+from ocigitops.extract import DEFAULT_LIMITS, Limits, commit_dir, extract_stream, staging_dir
+
+
+class CorruptCacheError(DigestMismatchError):
+    """A cached artifact no longer hashes to its digest (it was deleted)."""
+
+
+class _HashingReader:
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.sha.update(data)
+        return data
+
+
+class ArtifactCache:
+    """Layer blobs under ``root/sha256/<hex>``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        """Where the blob of ``digest`` lives (whether or not it is there)."""
+        alg, _, hexpart = digest.partition(":")
+        if alg != "sha256" or len(hexpart) != 64:
+            raise ValueError(f"unsupported digest {digest!r}")
+        return self.root / "sha256" / hexpart
+
+    def has(self, digest: str) -> bool:
+        """True when the blob is cached (its content is checked on read)."""
+        return self.path(digest).is_file()
+
+    async def store(self, digest: str, chunks: AsyncIterator[bytes]) -> Path:
+        """Write a verified blob stream into the cache atomically."""
+        target = self.path(digest)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        sha = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    sha.update(chunk)
+                    out.write(chunk)
+            if "sha256:" + sha.hexdigest() != digest:
+                raise DigestMismatchError(f"artifact stream hashed to sha256:{sha.hexdigest()},"
+                                          f" expected {digest}")
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def extract(self, digest: str, output: Path, limits: Limits = DEFAULT_LIMITS) -> int:
+        """Extract the cached blob into ``output`` (replaced atomically), verifying it.
+
+        Raises CorruptCacheError (and deletes the entry) when the file does not hash to
+        ``digest``; the extracted tree is then discarded.
+        """
+        src = self.path(digest)
+        staged = staging_dir(output)
+        try:
+            with open(src, "rb") as f:
+                reader = _HashingReader(f)
+                tree = staged / "tree"
+                tree.mkdir()
+                failure: OcigitopsError | None = None
+                count = 0
+                try:
+                    count = extract_stream(reader, tree, limits)  # type: ignore[arg-type]
+                except OcigitopsError as e:
+                    failure = e  # decide below: a corrupt cache entry or a bad artifact
+                while reader.read(1024 * 1024):
+                    pass  # hash the gzip trailer and anything after the tar end
+            if "sha256:" + reader.sha.hexdigest() != digest:
+                src.unlink(missing_ok=True)
+                raise CorruptCacheError(f"cached artifact {digest} is corrupt: removed, it"
+                                        " will be fetched again")
+            if failure is not None:
+                raise failure
+            commit_dir(tree, output)
+            return count
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def gc(self, keep: Iterable[str]) -> int:
+        """Delete every cached blob not in ``keep``; returns how many were removed."""
+        wanted = {self.path(d).name for d in keep}
+        removed = 0
+        for f in (self.root / "sha256").iterdir():
+            if f.name not in wanted and not f.name.startswith("."):  # skip in-flight writes
+                f.unlink(missing_ok=True)
+                removed += 1
+        return removed
