@@ -322,7 +322,7 @@ def push_artifact_cmd(url: str, path: str, source: str | None, revision: str | N
         if render != "none":
             if path == "-":
                 raise UsageError("--render needs --path to be a directory")
-            from publisher.render import render as do_render
+            from ocigitops.render import render as do_render
 
             out = Path(tmp) / "rendered"
             out.mkdir()

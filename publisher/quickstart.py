@@ -124,7 +124,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 async def _publish(registry: str, examples: Path, work: Path, say: Say) -> list[str]:
-    from publisher.render import render
+    from ocigitops.render import render
 
     origin = detect(examples)
     meta = Metadata(source=origin.source or "https://example.invalid/ocigitops-quickstart",

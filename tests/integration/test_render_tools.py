@@ -1,4 +1,4 @@
-"""publisher.render against the real kustomize and helm (``scripts/install-tools``).
+"""ocigitops.render against the real kustomize and helm (``scripts/install-tools``).
 
 Renders the examples/ tree and broken inputs, and checks that the errors a user sees
 are one line, name their files, and never point into the sandbox.
@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ocigitops.errors import RenderError
-from publisher import render as r
+from ocigitops import render as r
 from tests.tools import tool
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Unit tests of publisher.render: validation, output, sandbox checks, tool lookup.
+"""Unit tests of ocigitops.render: validation, output, sandbox checks, tool lookup.
 
 No real kustomize or helm runs here: where render() must run a tool, a small shell
 script stands in for it, records its arguments and environment, and prints canned
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ocigitops.errors import RenderError, ToolNotFoundError, UsageError
-from publisher import render as r
+from ocigitops import render as r
 
 pytestmark = pytest.mark.unit
 

@@ -558,6 +558,16 @@ def _default_root(src: Path) -> Path:
     return src
 
 
+def build_kustomization(src: Path, *, root: Path | None = None, timeout: float = 120.0) -> str:
+    """Run the sandboxed ``kustomize build`` of ``src`` and return its YAML output.
+
+    Used by the publisher (``--render kustomize``) and by the in-cluster Kustomization:
+    a private copy of what the build reads under ``root``, no remote resources, no
+    plugins or exec, load restrictor RootOnly, a timeout.
+    """
+    return _render_kustomize(src, root=root, timeout=timeout)
+
+
 def _render_kustomize(src: Path, *, root: Path | None, timeout: float) -> str:
     """Build the overlay at ``src`` in a sandbox; return kustomize's stdout."""
     start = src.resolve()
