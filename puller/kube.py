@@ -1,0 +1,203 @@
+"""A small dynamic Kubernetes client for objects of any kind.
+
+lightkube gives typed models and watches for our own resources; applying arbitrary
+manifests (any group, any CRD) needs kind-to-resource mapping from the discovery API and
+raw server-side apply, which this module does on the httpx client lightkube configures
+from the kubeconfig (TLS, certificates, tokens, exec plugins). Impersonation (a
+Kustomization's ``serviceAccountName``) is a per-request header, so one connection pool
+serves every tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from lightkube.config.client_adapter import AsyncClient as _adapter
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig
+
+from ocigitops.errors import OcigitopsError
+
+FIELD_MANAGER = "ocigitops"
+
+
+class KubeError(OcigitopsError):
+    """The API server refused a request; ``status`` and ``reason`` come from it."""
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class UnknownKindError(KubeError):
+    """No API resource serves this apiVersion and kind (a CRD may be missing)."""
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """Where a kind lives: ``/api[s]/<group>/<version>/[namespaces/<ns>/]<plural>``."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """The collection or object path."""
+        base = f"/api/{self.version}" if not self.group else \
+            f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """``apps/v1`` -> (``apps``, ``v1``); ``v1`` -> (``""``, ``v1``)."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def _message(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        doc = resp.json()
+        return str(doc.get("message") or resp.reason_phrase), str(doc.get("reason") or "")
+    except ValueError:
+        return resp.text[:300] or resp.reason_phrase, ""
+
+
+class DynamicClient:
+    """Get, apply (server-side), delete any object; discover kinds on demand."""
+
+    def __init__(self, http: httpx.AsyncClient, *, field_manager: str = FIELD_MANAGER) -> None:
+        self.http = http
+        self.field_manager = field_manager
+        self._kinds: dict[tuple[str, str], ResourceInfo] = {}
+        self._groups_seen: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None,
+                        timeout: float = 30.0) -> DynamicClient:
+        """Build from a kubeconfig file, or in-cluster config when ``path`` is None and
+        ``KUBECONFIG`` is unset."""
+        cfg = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        single = cfg.get(context)
+        if single is None:
+            raise OcigitopsError(f"kubeconfig has no context {context or '(current)'}")
+        http = _adapter(single, ConnectionParams(timeout=httpx.Timeout(timeout)))
+        return cls(http)
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self.http.aclose()
+
+    async def _discover_group(self, group_version: str) -> None:
+        path = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        resp = await self.http.get(path)
+        if resp.status_code == 404:
+            return
+        if resp.status_code != 200:
+            msg, reason = _message(resp)
+            raise KubeError(f"discovery of {group_version} failed: {msg}",
+                            status=resp.status_code, reason=reason)
+        group, version = split_api_version(group_version)
+        for r in resp.json().get("resources") or []:
+            if "/" in r["name"]:
+                continue  # subresources
+            self._kinds[(group_version, r["kind"])] = ResourceInfo(
+                group, version, r["kind"], r["name"], bool(r.get("namespaced")))
+        self._groups_seen.add(group_version)
+
+    async def resource(self, api_version: str, kind: str, *, refresh: bool = False,
+                       ) -> ResourceInfo:
+        """Map apiVersion and kind to a resource, asking discovery when unknown."""
+        key = (api_version, kind)
+        if key in self._kinds and not refresh:
+            return self._kinds[key]
+        async with self._lock:
+            if refresh or api_version not in self._groups_seen or key not in self._kinds:
+                await self._discover_group(api_version)
+        try:
+            return self._kinds[key]
+        except KeyError:
+            raise UnknownKindError(f"no matches for kind {kind!r} in version {api_version!r}:"
+                                   " is its CRD installed?", status=404,
+                                   reason="NotFound") from None
+
+    @staticmethod
+    def _headers(impersonate: str | None) -> dict[str, str]:
+        return {"Impersonate-User": impersonate} if impersonate else {}
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None, *, impersonate: str | None = None,
+                  ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        info = await self.resource(api_version, kind)
+        resp = await self.http.get(info.path(namespace, name),
+                                   headers=self._headers(impersonate))
+        if resp.status_code == 404:
+            return None
+        self._raise(resp, f"get {kind} {namespace + '/' if namespace else ''}{name}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None, *,
+                   labels: str | None = None) -> list[dict[str, Any]]:
+        """All objects of a kind (optionally by label selector)."""
+        info = await self.resource(api_version, kind)
+        params = {"labelSelector": labels} if labels else None
+        resp = await self.http.get(info.path(namespace), params=params)
+        self._raise(resp, f"list {kind}")
+        return list(resp.json().get("items") or [])
+
+    async def apply(self, obj: Mapping[str, Any], *, dry_run: bool = False,
+                    force: bool = False, impersonate: str | None = None) -> dict[str, Any]:
+        """Server-side apply ``obj`` with our field manager; returns the server's object."""
+        api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        md = obj.get("metadata") or {}
+        info = await self.resource(api_version, kind)
+        namespace = md.get("namespace") if info.namespaced else None
+        params = {"fieldManager": self.field_manager}
+        if force:
+            params["force"] = "true"
+        if dry_run:
+            params["dryRun"] = "All"
+        resp = await self.http.patch(
+            info.path(namespace, md.get("name")), params=params,
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/apply-patch+yaml",
+                     **self._headers(impersonate)})
+        self._raise(resp, f"{'dry-run ' if dry_run else ''}apply {kind}"
+                          f" {namespace + '/' if namespace else ''}{md.get('name')}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def delete(self, api_version: str, kind: str, name: str,
+                     namespace: str | None = None, *, impersonate: str | None = None,
+                     propagation: str = "Background") -> bool:
+        """Delete an object; False when it was already gone."""
+        info = await self.resource(api_version, kind)
+        resp = await self.http.request(
+            "DELETE", info.path(namespace if info.namespaced else None, name),
+            headers=self._headers(impersonate),
+            json={"kind": "DeleteOptions", "apiVersion": "v1",
+                  "propagationPolicy": propagation})
+        if resp.status_code == 404:
+            return False
+        self._raise(resp, f"delete {kind} {name}")
+        return True
+
+    @staticmethod
+    def _raise(resp: httpx.Response, what: str) -> None:
+        if resp.is_success:
+            return
+        msg, reason = _message(resp)
+        raise KubeError(f"{what}: {msg}", status=resp.status_code, reason=reason)
