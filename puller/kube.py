@@ -11,9 +11,13 @@ serves every tenant.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -194,6 +198,59 @@ class DynamicClient:
             return False
         self._raise(resp, f"delete {kind} {name}")
         return True
+
+    async def patch_status(self, api_version: str, kind: str, name: str, namespace: str,
+                           status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource (our own objects' status)."""
+        info = await self.resource(api_version, kind)
+        resp = await self.http.patch(
+            info.path(namespace, name) + "/status",
+            content=json.dumps({"status": status}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"})
+        self._raise(resp, f"update status of {kind} {namespace}/{name}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def patch_metadata(self, api_version: str, kind: str, name: str, namespace: str,
+                             metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch metadata (finalizers, annotations)."""
+        info = await self.resource(api_version, kind)
+        resp = await self.http.patch(
+            info.path(namespace, name), content=json.dumps({"metadata": metadata}).encode(),
+            headers={"Content-Type": "application/merge-patch+json"})
+        self._raise(resp, f"update {kind} {namespace}/{name}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's decoded data, or None when it does not exist."""
+        obj = await self.get("v1", "Secret", name, namespace)
+        if obj is None:
+            return None
+        return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+
+    async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str,
+                    *, component: str = "ocigitops-controller") -> None:
+        """Record a core/v1 Event on ``obj`` (best effort: failures are ignored)."""
+        md = obj.get("metadata") or {}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ns = md.get("namespace") or "default"
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{md.get('name')}.{uuid.uuid4().hex[:12]}",
+                         "namespace": ns},
+            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                               "name": md.get("name"), "namespace": ns,
+                               "uid": md.get("uid"),
+                               "resourceVersion": md.get("resourceVersion")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": component}, "reportingComponent": component,
+        }
+        info = await self.resource("v1", "Event")
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.post(info.path(ns), content=json.dumps(event).encode(),
+                                 headers={"Content-Type": "application/json"})
 
     @staticmethod
     def _raise(resp: httpx.Response, what: str) -> None:

@@ -27,8 +27,8 @@ from ocigitops.artifact import (
 from ocigitops.errors import NotAnArtifactError, UsageError
 from ocigitops.ignore import DEFAULT_IGNORE, effective_patterns, matcher, read_sourceignore
 from ocigitops.registry import Descriptor
+from ocigitops.tags import filter_tags
 from ocigitops.tarball import BLOCK, walk, write_tar
-from publisher.artifacts import filter_tags
 
 pytestmark = pytest.mark.unit
 

@@ -1,0 +1,1 @@
+"""Source reconcilers (OCIRepository; GitRepository later)."""

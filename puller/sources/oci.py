@@ -1,0 +1,274 @@
+"""OCIRepository reconciliation, with Flux's semantics.
+
+Per interval: resolve the ref (a semver ref lists tags) and HEAD the manifest, nothing
+more when the revision, the ignore rules, the layer selector and the generation are
+unchanged and the artifact is still cached. A new digest is verified first when
+``spec.verify`` is set, and only the verified digest is fetched: the manifest and layer
+are read by digest, never by tag again, and stored in the content-addressed cache. A
+failed fetch or verification never replaces the last good artifact; the status says why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ocigitops.artifact import parse_manifest
+from ocigitops.auth import CredentialResolver, DockerConfig
+from ocigitops.errors import NotFoundError, OcigitopsError, RegistryError
+from ocigitops.reference import Reference, parse_reference
+from ocigitops.registry import RegistryClient
+from ocigitops.tags import select_latest
+from puller import conditions as cond
+from puller.api.ocirepository import OCIRepository, parse_oci_repository
+from puller.api.schema import ValidationError
+from puller.api.verification import build_signature_policy, referenced_secrets
+from puller.cache import ArtifactCache
+from puller.kube import DynamicClient
+from verifier.errors import PolicyError
+from verifier.verify import verify_artifact
+
+API_VERSION = "ocigitops.dev/v1"
+KIND = "OCIRepository"
+REQUESTED_AT = "reconcile.ocigitops.dev/requestedAt"
+
+ARTIFACT_IN_STORAGE = "ArtifactInStorage"
+FETCH_FAILED = "FetchFailed"
+SOURCE_VERIFIED = "SourceVerified"
+
+
+@dataclass
+class Outcome:
+    """What a reconcile decided: the new status, when to come back, events to record."""
+
+    status: dict[str, Any]
+    requeue_after: float | None
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    new_revision: bool = False
+    failed: bool = False
+
+
+@dataclass
+class SourceContext:
+    """The I/O a source reconcile needs (injected, so tests can use real servers)."""
+
+    kube: DynamicClient
+    cache: ArtifactCache
+    #: Builds a registry client from (credentials resolver, insecure, ca, cert, key).
+    registry: Callable[..., RegistryClient] = RegistryClient
+
+
+def revision_of(tag: str | None, digest: str) -> str:
+    """Flux's revision string: ``<tag>@sha256:<hex>``, or the digest alone."""
+    return f"{tag}@{digest}" if tag else digest
+
+
+async def _credentials(ctx: SourceContext, repo: OCIRepository) -> CredentialResolver:
+    ns = repo.metadata.namespace
+    configs: list[DockerConfig] = []
+    names: list[str] = []
+    if repo.spec.secret_ref is not None:
+        names.append(repo.spec.secret_ref.name)
+    if repo.spec.service_account_name:
+        sa = await ctx.kube.get("v1", "ServiceAccount", repo.spec.service_account_name, ns)
+        if sa is None:
+            raise OcigitopsError(f"ServiceAccount {ns}/{repo.spec.service_account_name} not"
+                                 " found")
+        names += [s.get("name", "") for s in sa.get("imagePullSecrets") or []]
+    for name in names:
+        data = await ctx.kube.secret_data(ns, name)
+        if data is None:
+            raise OcigitopsError(f"Secret {ns}/{name} not found")
+        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+        if raw is None:
+            raise OcigitopsError(f"Secret {ns}/{name} has no .dockerconfigjson")
+        configs.append(DockerConfig.from_bytes(raw, source=f"Secret {ns}/{name}"))
+    # In the cluster the controller's own docker config must not leak into tenants.
+    return CredentialResolver(configs=configs, use_docker_config=False)
+
+
+def _tls_files(data: Mapping[str, bytes], tmp: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"ca_file": None, "cert_file": None, "key_file": None}
+    for key, arg in (("ca.crt", "ca_file"), ("tls.crt", "cert_file"), ("tls.key", "key_file")):
+        if key in data:
+            p = tmp / key
+            p.write_bytes(data[key])
+            os.chmod(p, 0o600)
+            out[arg] = str(p)
+    return out
+
+
+async def _resolve(client: RegistryClient, base: Reference, repo: OCIRepository,
+                   ) -> tuple[Reference, str, int, str]:
+    """(pinned reference, digest, manifest size, revision) for the spec's ref."""
+    ref = repo.spec.ref
+    if ref.kind == "digest" and ref.digest:
+        desc = await client.head_manifest(base.with_digest(ref.digest))
+        return base.with_digest(desc.digest), desc.digest, desc.size, desc.digest
+    tag = ref.tag or "latest"
+    if ref.kind == "semver" and ref.semver:
+        tags = await client.list_tags(base)
+        if ref.semver_filter:
+            pattern = re.compile(ref.semver_filter)
+            tags = [t for t in tags if pattern.search(t)]
+        matched = select_latest(tags, ref.semver)
+        if matched is None:
+            raise NotFoundError(f"no tag of {base.name} matches semver {ref.semver!r}")
+        tag = matched
+    desc = await client.head_manifest(base.with_tag(tag))
+    return base.with_tag(tag).with_digest(desc.digest), desc.digest, desc.size, \
+        revision_of(tag, desc.digest)
+
+
+async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
+    """Reconcile one OCIRepository object (a dict from the API server)."""
+    md = obj.get("metadata") or {}
+    generation = int(md.get("generation") or 0)
+    status: dict[str, Any] = dict(obj.get("status") or {})
+    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
+    status["conditions"] = conditions
+    requested = (md.get("annotations") or {}).get(REQUESTED_AT)
+    if requested:
+        status["lastHandledReconcileAt"] = requested
+    try:
+        repo = parse_oci_repository(obj)
+    except (ValidationError, ValueError) as e:
+        cond.mark_failed(conditions, "InvalidSpec", str(e), generation, stalled=True)
+        status["observedGeneration"] = generation
+        return Outcome(status, None, [("Warning", "InvalidSpec", str(e))], failed=True)
+    if repo.spec.suspend:
+        return Outcome(status, None)
+    interval = repo.spec.interval_seconds
+    if repo.spec.provider != "generic":
+        msg = (f"provider {repo.spec.provider!r} is not supported yet: use a secretRef with"
+               " registry credentials")
+        cond.mark_failed(conditions, "UnsupportedProvider", msg, generation, stalled=True)
+        status["observedGeneration"] = generation
+        return Outcome(status, None, [("Warning", "UnsupportedProvider", msg)], failed=True)
+
+    with tempfile.TemporaryDirectory(prefix="ocigitops-tls-") as tmp:
+        try:
+            return await _reconcile(repo, ctx, status, conditions, generation, interval,
+                                    Path(tmp))
+        except (OcigitopsError, PolicyError) as e:
+            reason = "AuthenticationFailed" if "credentials" in str(e).lower() else \
+                "OCIArtifactPullFailed"
+            cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, str(e), generation)
+            cond.mark_failed(conditions, reason, str(e), generation)
+            status["observedGeneration"] = generation
+            return Outcome(status, interval, [("Warning", reason, str(e))], failed=True)
+
+
+async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, Any],
+                     conditions: list[dict[str, Any]], generation: int, interval: float,
+                     tmp: Path) -> Outcome:
+    ns = repo.metadata.namespace
+    tls: dict[str, str | None] = {"ca_file": None, "cert_file": None, "key_file": None}
+    if repo.spec.cert_secret_ref is not None:
+        data = await ctx.kube.secret_data(ns, repo.spec.cert_secret_ref.name)
+        if data is None:
+            raise OcigitopsError(f"Secret {ns}/{repo.spec.cert_secret_ref.name} not found")
+        tls = _tls_files(data, tmp)
+    creds = await _credentials(ctx, repo)
+    base = parse_reference(repo.spec.url, require_scheme=True)
+    async with ctx.registry(creds, insecure=repo.spec.insecure,
+                            timeout=repo.spec.timeout_seconds, **tls) as client:
+        pinned, digest, _size, revision = await _resolve(client, base, repo)
+        artifact = status.get("artifact") or {}
+        selector = _selector_json(repo)
+        unchanged = (artifact.get("revision") == revision
+                     and status.get("observedIgnore") == repo.spec.ignore
+                     and status.get("observedLayerSelector") == selector
+                     and status.get("observedGeneration") == generation
+                     and artifact.get("digest") and ctx.cache.has(artifact["digest"]))
+        if unchanged:
+            cond.remove(conditions, FETCH_FAILED)
+            cond.mark_ready(conditions, "Succeeded",
+                            f"stored artifact for revision '{revision}'", generation)
+            return Outcome(status, interval)
+
+        cond.mark_reconciling(conditions, "Progressing", f"fetching revision {revision}",
+                              generation)
+        events: list[tuple[str, str, str]] = []
+        if repo.spec.verify is not None:
+            secrets: dict[str, dict[str, bytes]] = {}
+            for name in referenced_secrets(repo.spec.verify):
+                data = await ctx.kube.secret_data(ns, name)
+                if data is None:
+                    raise PolicyError(f"verification Secret {ns}/{name} not found")
+                secrets[name] = data
+            policy = build_signature_policy(repo.spec.verify, secrets)
+            outcome = await verify_artifact(client, pinned, policy)
+            status["verification"] = {
+                "digest": outcome.digest,
+                "authorities": [{"name": a.name, "passed": a.passed, "reason": a.reason[:1024],
+                                 **({"signer": str(a.signer)} if a.signer else {})}
+                                for a in outcome.result.authorities]}
+            if not outcome.passed or outcome.digest != digest:
+                reasons = "; ".join(f"{a.name}: {a.reason}" for a in outcome.result.authorities
+                                    if not a.passed)
+                msg = f"verification of revision {revision} failed: {reasons}"
+                cond.set_condition(conditions, SOURCE_VERIFIED, cond.FALSE,
+                                   "VerificationError", msg, generation)
+                cond.mark_failed(conditions, "VerificationError", msg, generation)
+                status["observedGeneration"] = generation
+                return Outcome(status, interval, [("Warning", "VerificationError", msg)],
+                               failed=True)
+            signers = ", ".join(f"{a.name} ({a.signer})" for a in outcome.result.authorities
+                                if a.passed)
+            cond.set_condition(conditions, SOURCE_VERIFIED, cond.TRUE, "Succeeded",
+                               f"verified signature of revision {revision} by {signers}",
+                               generation)
+        else:
+            cond.remove(conditions, SOURCE_VERIFIED)
+            status.pop("verification", None)
+
+        m = await client.get_manifest(pinned)
+        manifest = parse_manifest(m.data, m.media_type)
+        want = repo.spec.layer_selector.media_type if repo.spec.layer_selector else None
+        layer = manifest.select_layer(want) if want else (
+            manifest.layers[0] if manifest.layers else manifest.select_layer())
+        if not ctx.cache.has(layer.digest):
+            await ctx.cache.store(layer.digest, client.stream_blob(pinned, layer))
+        status["artifact"] = {
+            "digest": layer.digest,
+            "path": f"ocirepository/{ns}/{repo.metadata.name}/{layer.digest[7:]}.tar.gz",
+            "url": ctx.cache.path(layer.digest).as_uri(),
+            "revision": revision,
+            "lastUpdateTime": cond.now_iso(),
+            "size": layer.size,
+            "metadata": dict(manifest.annotations),
+        }
+        status["observedIgnore"] = repo.spec.ignore
+        status["observedLayerSelector"] = selector
+        status["observedGeneration"] = generation
+        cond.remove(conditions, FETCH_FAILED)
+        cond.set_condition(conditions, ARTIFACT_IN_STORAGE, cond.TRUE, "Succeeded",
+                           f"stored artifact for revision '{revision}'", generation)
+        cond.mark_ready(conditions, "Succeeded", f"stored artifact for revision '{revision}'",
+                        generation)
+        new = artifact.get("revision") != revision
+        if new:
+            events.append(("Normal", "NewArtifact", f"stored artifact with revision"
+                                                    f" '{revision}' from '{repo.spec.url}'"))
+        return Outcome(status, interval, events, new_revision=new)
+
+
+def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
+    sel = repo.spec.layer_selector
+    if sel is None:
+        return None
+    out: dict[str, str] = {}
+    if sel.media_type:
+        out["mediaType"] = sel.media_type
+    if sel.operation:
+        out["operation"] = sel.operation
+    return out
+
+
+__all__ = ["Outcome", "RegistryError", "SourceContext", "reconcile", "revision_of"]
