@@ -25,7 +25,8 @@ from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import RegistryClient
 from ocigitops.tags import select_latest
 from puller import conditions as cond
-from puller.api.ocirepository import OCIRepository, parse_oci_repository
+from puller.api.meta import API_VERSION
+from puller.api.ocirepository import KIND, OCIRepository, parse_oci_repository
 from puller.api.schema import ValidationError
 from puller.api.verification import build_signature_policy, referenced_secrets
 from puller.cache import ArtifactCache
@@ -33,8 +34,6 @@ from puller.kube import DynamicClient
 from verifier.errors import PolicyError
 from verifier.verify import verify_artifact
 
-API_VERSION = "ocigitops.dev/v1"
-KIND = "OCIRepository"
 REQUESTED_AT = "reconcile.ocigitops.dev/requestedAt"
 
 ARTIFACT_IN_STORAGE = "ArtifactInStorage"
@@ -271,4 +270,5 @@ def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
     return out
 
 
-__all__ = ["Outcome", "RegistryError", "SourceContext", "reconcile", "revision_of"]
+__all__ = ["API_VERSION", "KIND", "Outcome", "RegistryError", "SourceContext", "reconcile",
+           "revision_of"]
