@@ -709,6 +709,199 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
         sys.exit(1)
 
 
+# -- the puller -------------------------------------------------------------------------
+
+def kube_options(f: F) -> F:
+    """``--kubeconfig`` and ``--namespace``."""
+    f = click.option("--namespace", "-n", default="default", show_default=True,
+                     help="Namespace of the object.")(f)
+    return click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
+                        help="Kubeconfig file (default: $KUBECONFIG or in-cluster).")(f)
+
+
+def _kinds(kind: str) -> str:
+    return {"oci": "OCIRepository", "kustomization": "Kustomization",
+            "kustomizations": "Kustomization"}[kind]
+
+
+async def _with_dyn(kubeconfig: str | None, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from puller.kube import DynamicClient
+
+    dyn = DynamicClient.from_kubeconfig(kubeconfig)
+    try:
+        return await fn(dyn)
+    finally:
+        await dyn.aclose()
+
+
+@main.group()
+def controller() -> None:
+    """The in-cluster controller."""
+
+
+@controller.command("run")
+@click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
+@click.option("--concurrent", type=int, default=4, show_default=True,
+              help="Workers per kind.")
+@click.option("--metrics-addr", default=":8080", show_default=True)
+@click.option("--health-addr", default=":9440", show_default=True)
+@click.option("--leader-elect", is_flag=True, help="Lease leader election.")
+@click.option("--leader-election-namespace", default="ocigitops-system", show_default=True)
+@click.option("--watch-namespace", default=None, help="Watch one namespace (default: all).")
+@click.option("--watch-label-selector", default=None, help="Shard by label selector.")
+@click.option("--no-cross-namespace-refs", is_flag=True,
+              help="Refuse sourceRef/dependsOn in other namespaces.")
+@click.option("--storage-path", "cache_dir", default="/tmp/ocigitops-cache",
+              show_default=True, help="Content-addressed artifact cache.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: str,
+                       health_addr: str, leader_elect: bool, leader_election_namespace: str,
+                       watch_namespace: str | None, watch_label_selector: str | None,
+                       no_cross_namespace_refs: bool, cache_dir: str, log_level: str) -> None:
+    """Reconcile OCIRepository and Kustomization objects until SIGTERM."""
+    import logging
+
+    from puller.manager import Options, run, setup_logging
+
+    setup_logging(getattr(logging, log_level.upper()))
+    _run(run(Options(kubeconfig=kubeconfig, concurrent=concurrent, metrics_addr=metrics_addr,
+                     health_addr=health_addr, leader_elect=leader_elect,
+                     leader_namespace=leader_election_namespace,
+                     watch_namespace=watch_namespace,
+                     watch_label_selector=watch_label_selector,
+                     no_cross_namespace_refs=no_cross_namespace_refs, cache_dir=cache_dir)))
+
+
+@main.group(name="get")
+def get_() -> None:
+    """Show objects and their status."""
+
+
+def _print_rows(rows: list[Any], all_namespaces: bool) -> None:
+    head = ["NAME", "REVISION", "SUSPENDED", "READY", "MESSAGE"]
+    table = [(["NAMESPACE"] if all_namespaces else []) + head]
+    for r in rows:
+        table.append(([r.namespace] if all_namespaces else [])
+                     + [r.name, r.revision, str(r.suspended), r.ready, r.message])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@get_.group("sources")
+def get_sources() -> None:
+    """Sources."""
+
+
+def _get_cmd(kind: str) -> Callable[..., None]:
+    @kube_options
+    @click.option("--all-namespaces", "-A", is_flag=True)
+    def cmd(kubeconfig: str | None, namespace: str, all_namespaces: bool) -> None:
+        from puller.ops import list_objects
+
+        rows = _run(_with_dyn(kubeconfig, lambda d: list_objects(
+            d, kind, None if all_namespaces else namespace)))
+        _print_rows(rows, all_namespaces)
+
+    return cmd
+
+
+get_sources.command("oci", help="OCIRepository sources.")(_get_cmd("OCIRepository"))
+get_.command("kustomizations", help="Kustomizations.")(_get_cmd("Kustomization"))
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["source", "kustomization"]))
+@click.argument("args", nargs=-1, required=True)
+@click.option("--with-source", is_flag=True, help="Reconcile the Kustomization's source first.")
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@kube_options
+def reconcile(kind: str, args: tuple[str, ...], with_source: bool, timeout: float,
+              kubeconfig: str | None, namespace: str) -> None:
+    """Ask the controller to reconcile now: `reconcile source oci NAME`,
+    `reconcile kustomization NAME [--with-source]`."""
+    from puller.ops import request_reconcile
+
+    obj_kind, name = _parse_target(kind, args)
+
+    async def go(dyn: Any) -> Any:
+        if with_source and obj_kind == "Kustomization":
+            from puller.api.meta import API_VERSION
+
+            ks = await dyn.get(API_VERSION, "Kustomization", name, namespace)
+            ref = ((ks or {}).get("spec") or {}).get("sourceRef") or {}
+            if ref.get("name"):
+                await request_reconcile(dyn, ref.get("kind", "OCIRepository"), ref["name"],
+                                        ref.get("namespace") or namespace, wait=timeout)
+        return await request_reconcile(dyn, obj_kind, name, namespace, wait=timeout)
+
+    row = _run(_with_dyn(kubeconfig, go))
+    click.echo(f"{obj_kind} {namespace}/{name} reconciled: {row.message}")
+
+
+def _parse_target(kind: str, args: tuple[str, ...]) -> tuple[str, str]:
+    if kind == "source":
+        if len(args) != 2 or args[0] != "oci":
+            raise UsageError("usage: source oci NAME")
+        return "OCIRepository", args[1]
+    if len(args) != 1:
+        raise UsageError("usage: kustomization NAME")
+    return "Kustomization", args[0]
+
+
+def _suspend_cmd(suspend: bool) -> Callable[..., None]:
+    @click.argument("kind", type=click.Choice(["source", "kustomization"]))
+    @click.argument("args", nargs=-1, required=True)
+    @kube_options
+    def cmd(kind: str, args: tuple[str, ...], kubeconfig: str | None, namespace: str) -> None:
+        from puller.ops import set_suspend
+
+        obj_kind, name = _parse_target(kind, args)
+        _run(_with_dyn(kubeconfig, lambda d: set_suspend(d, obj_kind, name, namespace,
+                                                         suspend)))
+        click.echo(f"{obj_kind} {namespace}/{name} {'suspended' if suspend else 'resumed'}")
+
+    return cmd
+
+
+main.command("suspend", help="Suspend reconciliation: `suspend kustomization NAME`.")(
+    _suspend_cmd(True))
+main.command("resume", help="Resume reconciliation: `resume source oci NAME`.")(
+    _suspend_cmd(False))
+
+
+@main.group()
+def dev() -> None:
+    """Developer environments."""
+
+
+@dev.group()
+def cluster() -> None:
+    """A local Kubernetes control plane (etcd, kube-apiserver, controller-manager,
+    scheduler, kwok nodes) on 127.0.0.1."""
+
+
+@cluster.command("up")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--kubeconfig-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the admin kubeconfig here.")
+def cluster_up_cmd(state_dir: Path | None, kubeconfig_out: Path | None) -> None:
+    """Start it (or reuse a running one); the last line is the admin kubeconfig path."""
+    from puller.devcluster import DEFAULT_STATE_DIR, main_up
+
+    main_up(state_dir or DEFAULT_STATE_DIR, kubeconfig_out)
+
+
+@cluster.command("down")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def cluster_down_cmd(state_dir: Path | None) -> None:
+    """Stop it and delete its data."""
+    from puller.devcluster import DEFAULT_STATE_DIR, main_down
+
+    main_down(state_dir or DEFAULT_STATE_DIR)
+
+
 @main.group()
 def registry() -> None:
     """The embedded OCI registry."""

@@ -199,28 +199,30 @@ class DynamicClient:
         self._raise(resp, f"delete {kind} {name}")
         return True
 
+    async def merge_patch(self, api_version: str, kind: str, name: str, namespace: str,
+                          body: Mapping[str, Any], *, subresource: str = "",
+                          ) -> dict[str, Any]:
+        """JSON merge-patch an object (or its ``status`` subresource)."""
+        info = await self.resource(api_version, kind)
+        path = info.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        resp = await self.http.patch(path, content=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/merge-patch+json"})
+        self._raise(resp, f"update {subresource + ' of ' if subresource else ''}{kind}"
+                          f" {namespace}/{name}")
+        out: dict[str, Any] = resp.json()
+        return out
+
     async def patch_status(self, api_version: str, kind: str, name: str, namespace: str,
                            status: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (our own objects' status)."""
-        info = await self.resource(api_version, kind)
-        resp = await self.http.patch(
-            info.path(namespace, name) + "/status",
-            content=json.dumps({"status": status}).encode(),
-            headers={"Content-Type": "application/merge-patch+json"})
-        self._raise(resp, f"update status of {kind} {namespace}/{name}")
-        out: dict[str, Any] = resp.json()
-        return out
+        return await self.merge_patch(api_version, kind, name, namespace, {"status": status},
+                                      subresource="status")
 
     async def patch_metadata(self, api_version: str, kind: str, name: str, namespace: str,
                              metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch metadata (finalizers, annotations)."""
-        info = await self.resource(api_version, kind)
-        resp = await self.http.patch(
-            info.path(namespace, name), content=json.dumps({"metadata": metadata}).encode(),
-            headers={"Content-Type": "application/merge-patch+json"})
-        self._raise(resp, f"update {kind} {namespace}/{name}")
-        out: dict[str, Any] = resp.json()
-        return out
+        return await self.merge_patch(api_version, kind, name, namespace,
+                                      {"metadata": metadata})
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's decoded data, or None when it does not exist."""
