@@ -1,6 +1,9 @@
 """Kustomization (``ocigitops.dev/v1``): Flux's kustomize.toolkit.fluxcd.io/v1 Kustomization,
 for the fields this controller implements."""
 
+# prop() is this package's dataclass field specifier (it returns dataclasses.field).
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -15,8 +18,8 @@ from puller.api.meta import (
     Condition,
     ObjectMeta,
     find_condition,
+    object_ident,
 )
-from puller.api.ocirepository import _ident
 from puller.api.schema import ValidationError, from_dict, prop
 
 KIND = "Kustomization"
@@ -199,7 +202,7 @@ class ResourceRef:
 class ResourceInventory:
     """The objects applied by the last successful reconcile."""
 
-    entries: tuple[ResourceRef, ...] = prop("The applied objects.", default=())
+    entries: tuple[ResourceRef, ...] = prop("The applied objects.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,7 +275,7 @@ def parse_inventory_id(ident: str) -> tuple[str, str, str, str]:
 def parse_kustomization(obj: Mapping[str, Any]) -> Kustomization:
     """Parse a Kustomization custom object dict (``ValidationError`` on a bad spec); a
     status that does not parse is replaced by an empty one."""
-    what = f"{KIND} {_ident(obj)}"
+    what = f"{KIND} {object_ident(obj)}"
     try:
         meta = ObjectMeta.parse(obj.get("metadata"))
     except ValidationError as exc:

@@ -1,5 +1,8 @@
 """Shared API pieces: the group, object metadata, references and kstatus conditions."""
 
+# prop() is this package's dataclass field specifier (it returns dataclasses.field).
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -107,3 +110,11 @@ class ObjectMeta:
 def find_condition(conditions: tuple[Condition, ...], ctype: str) -> Condition | None:
     """The condition of type ``ctype``, if present."""
     return next((c for c in conditions if c.type == ctype), None)
+
+
+def object_ident(obj: Mapping[str, Any]) -> str:
+    """``namespace/name`` of a custom object dict, for messages."""
+    md = obj.get("metadata") if isinstance(obj, Mapping) else None
+    if isinstance(md, Mapping):
+        return f"{md.get('namespace') or 'default'}/{md.get('name') or '?'}"
+    return "?"

@@ -16,6 +16,9 @@ Both map onto :class:`verifier.policy.SignaturePolicy` (:func:`verifier.policy.p
 and :func:`verifier.policy.from_flux_verify`); the schema admits exactly what those accept.
 """
 
+# prop() is this package's dataclass field specifier (it returns dataclasses.field).
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 import re
@@ -31,8 +34,9 @@ from puller.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     find_condition,
+    object_ident,
 )
-from puller.api.schema import Constraint, ValidationError, from_dict, prop
+from puller.api.schema import Constraint, FieldError, ValidationError, from_dict, prop
 
 KIND = "OCIRepository"
 PLURAL = "ocirepositories"
@@ -53,7 +57,7 @@ def _regex(value: str | None, what: str) -> None:
     try:
         re.compile(value)
     except re.error as exc:
-        raise ValueError(f"{what} {value!r} is not a valid regular expression: {exc}") from exc
+        raise FieldError(what, f"{value!r} is not a valid regular expression: {exc}") from exc
 
 
 # -- spec ----------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ class OCIRepositoryVerification:
     def __post_init__(self) -> None:
         rule = self.effective_rule
         if isinstance(rule, int) and rule > len(self.authorities):
-            raise ValueError(f"rule {rule} cannot be met by {len(self.authorities)} "
+            raise FieldError("rule", f"{rule} cannot be met by {len(self.authorities)} "
                              "authorities")
 
     @property
@@ -311,9 +315,9 @@ class OCIRepositorySpec:
         rest = self.url.removeprefix("oci://")
         host, sep, path = rest.partition("/")
         if not host or not sep or not path:
-            raise ValueError(f"url {self.url!r} must be oci://HOST/REPOSITORY")
+            raise FieldError("url", f"{self.url!r} must be oci://HOST/REPOSITORY")
         if ":" in path or "@" in path:
-            raise ValueError(f"url {self.url!r} must not contain a tag or digest: use "
+            raise FieldError("url", f"{self.url!r} must not contain a tag or digest: use "
                              "spec.ref")
 
     @property
@@ -403,7 +407,7 @@ def parse_oci_repository(obj: Mapping[str, Any]) -> OCIRepository:
     A status that does not parse (written by another version) is replaced by an empty one,
     so it never blocks a reconcile.
     """
-    what = f"{KIND} {_ident(obj)}"
+    what = f"{KIND} {object_ident(obj)}"
     try:
         meta = ObjectMeta.parse(obj.get("metadata"))
     except ValidationError as exc:
@@ -415,9 +419,3 @@ def parse_oci_repository(obj: Mapping[str, Any]) -> OCIRepository:
         status = OCIRepositoryStatus()
     return OCIRepository(metadata=meta, spec=spec, status=status)
 
-
-def _ident(obj: Mapping[str, Any]) -> str:
-    md = obj.get("metadata")
-    if isinstance(md, Mapping):
-        return f"{md.get('namespace') or 'default'}/{md.get('name') or '?'}"
-    return "?"

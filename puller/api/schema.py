@@ -43,6 +43,14 @@ class ValidationError(ValueError):
         super().__init__(f"{what} is invalid: " + "; ".join(self.errors))
 
 
+class FieldError(ValueError):
+    """Raised by an API dataclass's ``__post_init__`` for a value of one of its fields."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 @dataclasses.dataclass(frozen=True)
 class FieldInfo:
     """Schema facts of one field, kept in the dataclass field's metadata."""
@@ -342,6 +350,9 @@ def _from_dict(cls: type[T], data: Any, path: str, errors: list[str]) -> T | Non
         return None
     try:
         return cls(**kwargs)
+    except FieldError as exc:
+        errors.append(f"{path}.{exc.field}: {exc}" if path else f"{exc.field}: {exc}")
+        return None
     except (ValueError, TypeError) as exc:
         errors.append(f"{path}: {exc}" if path else str(exc))
         return None
@@ -357,19 +368,21 @@ def from_dict(cls: type[T], data: Any, *, path: str = "", what: str | None = Non
     return out
 
 
-def to_dict(obj: Any) -> Any:
-    """The JSON form of an API dataclass (camelCase keys, ``None`` fields omitted)."""
+def to_dict(obj: Any, *, omit_empty: bool = False) -> Any:
+    """The JSON form of an API dataclass (camelCase keys, ``None`` fields omitted; empty
+    lists and maps omitted too with ``omit_empty``)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
-            if v is not None:
-                out[json_name(f)] = to_dict(v)
+            if v is None or (omit_empty and isinstance(v, tuple | Mapping) and not v):
+                continue
+            out[json_name(f)] = to_dict(v, omit_empty=omit_empty)
         return out
     if isinstance(obj, tuple | list):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, omit_empty=omit_empty) for v in obj]
     if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {str(k): to_dict(v, omit_empty=omit_empty) for k, v in obj.items()}
     if isinstance(obj, datetime):
         return obj.isoformat().replace("+00:00", "Z")
     return obj
