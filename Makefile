@@ -1,7 +1,7 @@
 # Developer entry points. `make test` is what CI runs (.ci/run).
 PYTHON ?= python3
 
-.PHONY: install tools lint test unit integration bench
+.PHONY: install tools lint test unit integration bench crds
 
 install:
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -25,3 +25,7 @@ integration: install tools
 
 bench: install tools
 	$(PYTHON) benchmarks/bench_artifacts.py
+
+# Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
+crds: install
+	$(PYTHON) -m puller.crdgen

@@ -746,21 +746,29 @@ def controller() -> None:
 @click.option("--metrics-addr", default=":8080", show_default=True)
 @click.option("--health-addr", default=":9440", show_default=True)
 @click.option("--leader-elect", is_flag=True, help="Lease leader election.")
-@click.option("--leader-election-namespace", default="ocigitops-system", show_default=True)
+@click.option("--leader-election-namespace", envvar="POD_NAMESPACE",
+              default="ocigitops-system", show_default=True)
 @click.option("--watch-namespace", default=None, help="Watch one namespace (default: all).")
 @click.option("--watch-label-selector", default=None, help="Shard by label selector.")
 @click.option("--no-cross-namespace-refs", is_flag=True,
               help="Refuse sourceRef/dependsOn in other namespaces.")
-@click.option("--storage-path", "cache_dir", default="/tmp/ocigitops-cache",
-              show_default=True, help="Content-addressed artifact cache.")
+@click.option("--storage-path", "cache_dir", default=None,
+              help="Content-addressed artifact cache (default $XDG_CACHE_HOME/ocigitops or"
+              " /tmp/ocigitops-cache).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
 def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: str,
                        health_addr: str, leader_elect: bool, leader_election_namespace: str,
                        watch_namespace: str | None, watch_label_selector: str | None,
-                       no_cross_namespace_refs: bool, cache_dir: str, log_level: str) -> None:
+                       no_cross_namespace_refs: bool, cache_dir: str | None,
+                       log_level: str) -> None:
     """Reconcile OCIRepository and Kustomization objects until SIGTERM."""
     import logging
+    import os
+
+    if cache_dir is None:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        cache_dir = f"{xdg}/ocigitops" if xdg else "/tmp/ocigitops-cache"
 
     from puller.manager import Options, run, setup_logging
 
