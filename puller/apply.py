@@ -6,7 +6,8 @@ Order of work (architecture.md decision 7):
 2. Server-side dry-run of every object whose kind is served now. Any rejection fails the
    set before the first write: one bad object means nothing of that revision is applied.
 3. Stage 1 (CRDs, Namespaces) is applied and waited for (Established, Active); objects of
-   kinds those CRDs define are then dry-run and everything else is applied.
+   kinds those CRDs define, and objects in Namespaces the set creates, are dry-run then
+   (they cannot be earlier), and everything else is applied.
 4. Only objects whose dry-run result differs from the live object are written.
 5. Pruning (by the caller, after a fully successful apply) deletes what left the
    inventory, never objects annotated ``kustomize.ocigitops.dev/prune: disabled``.
@@ -235,7 +236,17 @@ async def apply_set(dyn: DynamicClient, objs: Sequence[Mapping[str, Any]], *,
     if unknown:
         raise ApplyError(f"{len(unknown)} object(s) of unknown kinds: {unknown[0]}", unknown)
     stage1 = [o for o in now if (ObjRef.of(o).group, ObjRef.of(o).kind) in _STAGE1]
-    stage2 = [o for o in now if o not in stage1]
+    # Objects in a Namespace this set creates cannot be dry-run before it exists: they
+    # are checked right after stage 1, like objects of the set's own CRDs.
+    new_namespaces = set()
+    for o in stage1:
+        ref = ObjRef.of(o)
+        if ref.kind == "Namespace" and await dyn.get("v1", "Namespace", ref.name,
+                                                     impersonate=impersonate) is None:
+            new_namespaces.add(ref.name)
+    later += [o for o in now if o not in stage1
+              and (o.get("metadata") or {}).get("namespace") in new_namespaces]
+    stage2 = [o for o in now if o not in stage1 and o not in later]
     dry1, failed = await _dry_run_all(dyn, stage1, impersonate=impersonate)
     dry2, failed2 = await _dry_run_all(dyn, stage2, impersonate=impersonate) \
         if not failed else ([], [])
@@ -256,8 +267,8 @@ async def apply_set(dyn: DynamicClient, objs: Sequence[Mapping[str, Any]], *,
             await dyn.resource(ref.api_version, ref.kind, refresh=True)
         dry3, failed3 = await _dry_run_all(dyn, later, impersonate=impersonate)
         if failed3:
-            raise ApplyError(f"dry-run failed after the CRDs were applied: {failed3[0]}",
-                             failed3)
+            raise ApplyError(f"dry-run failed after the CRDs and Namespaces were applied:"
+                             f" {failed3[0]}", failed3)
         stage2 += later
         dry2 += dry3
     sem = asyncio.Semaphore(8)

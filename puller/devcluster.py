@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -107,6 +108,11 @@ class Cluster:
         """The admin client certificate and key files (``O=system:masters``)."""
         pki = self.state_dir / "pki"
         return str(pki / "admin.crt"), str(pki / "admin.key")
+
+    def ssl_context(self, *, admin: bool = True) -> ssl.SSLContext:
+        """A TLS context for the API server (see :func:`ssl_context`), e.g. for httpx's
+        ``verify=``."""
+        return ssl_context(self.state_dir, admin=admin)
 
     def log_path(self, component: str) -> Path:
         """The log file of ``component``."""
@@ -353,8 +359,10 @@ def _alive(pid: int, binary: str | None = None) -> bool:
             if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
             if binary is not None:
-                argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
-                return argv0 == binary or Path(argv0).name == Path(binary).name
+                # argv[0], or argv[1] when an interpreter runs it (a script).
+                argv = (proc / "cmdline").read_bytes().split(b"\0")[:2]
+                names = {Path(a.decode(errors="replace")).name for a in argv}
+                return Path(binary).name in names
         except (OSError, IndexError):
             return False
     return True
@@ -365,7 +373,7 @@ def _spawn(state_dir: Path, component: str, argv: list[str]) -> int:
     log = _log_path(state_dir, component)
     log.parent.mkdir(parents=True, exist_ok=True)
     _pid_path(state_dir, component).parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    with log.open("wb") as out:
         out.write(f"=== {datetime.datetime.now(datetime.UTC).isoformat()} "
                   f"{' '.join(argv)}\n".encode())
         out.flush()
@@ -388,26 +396,38 @@ def _read_pids(state_dir: Path) -> dict[str, tuple[int, str]]:
 
 
 def _stop_all(state_dir: Path) -> bool:
-    """SIGTERM every recorded process (its whole session), then SIGKILL what is left."""
-    pids = {c: p for c, p in _read_pids(state_dir).items() if _alive(p[0], p[1] or None)}
+    """Stop every recorded process: the API server and its clients first, etcd last (an
+    API server whose etcd is gone hangs in its graceful shutdown). Each is sent SIGTERM
+    (its whole session), then SIGKILL when it is still there after a bound."""
+    recorded = _read_pids(state_dir)
+    running = {c: p for c, p in recorded.items() if _alive(p[0], p[1] or None)}
+    phases = ([c for c in reversed(COMPONENTS) if c != "etcd"], ["etcd"])
+    for phase in phases:
+        _stop_group(state_dir, {c: running[c] for c in phase if c in running})
+    for component in COMPONENTS:
+        _pid_path(state_dir, component).unlink(missing_ok=True)
+    return bool(running)
+
+
+def _stop_group(state_dir: Path, pids: dict[str, tuple[int, str]]) -> None:
+    def alive(p: tuple[int, str]) -> bool:
+        return _alive(p[0], p[1] or None)
+
     for pid, _ in pids.values():
         _signal_session(pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE
-    while time.monotonic() < deadline and any(_alive(p, b or None) for p, b in pids.values()):
-        time.sleep(0.1)
-    left = {c: p for c, p in pids.items() if _alive(p[0], p[1] or None)}
+    while time.monotonic() < deadline and any(alive(p) for p in pids.values()):
+        time.sleep(0.05)
+    left = {c: p for c, p in pids.items() if alive(p)}
     for pid, _ in left.values():
         _signal_session(pid, signal.SIGKILL)
     deadline = time.monotonic() + _KILL_GRACE
-    while time.monotonic() < deadline and any(_alive(p, b or None) for p, b in left.values()):
-        time.sleep(0.1)
-    still = [c for c, p in left.items() if _alive(p[0], p[1] or None)]
+    while time.monotonic() < deadline and any(alive(p) for p in left.values()):
+        time.sleep(0.05)
+    still = [c for c, p in left.items() if alive(p)]
     if still:
         raise DevClusterError(f"could not stop {', '.join(still)} of the dev cluster in "
                               f"{state_dir} (pids {', '.join(str(left[c][0]) for c in still)})")
-    for component in COMPONENTS:
-        _pid_path(state_dir, component).unlink(missing_ok=True)
-    return bool(pids)
 
 
 def _signal_session(pid: int, sig: signal.Signals) -> None:
@@ -435,12 +455,20 @@ def _locked(state_dir: Path) -> Iterator[None]:
 # HTTP
 
 
+def ssl_context(state_dir: Path, *, admin: bool = True) -> ssl.SSLContext:
+    """A TLS context trusting the cluster's CA, presenting the admin certificate if
+    ``admin`` (``O=system:masters``)."""
+    pki = state_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if admin:
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
 def _admin_client(state_dir: Path, server: str) -> Any:
     import httpx
 
-    pki = state_dir / "pki"
-    return httpx.Client(base_url=server, verify=str(pki / "ca.crt"),
-                        cert=(str(pki / "admin.crt"), str(pki / "admin.key")),
+    return httpx.Client(base_url=server, verify=ssl_context(state_dir),
                         timeout=_HTTP_TIMEOUT)
 
 
@@ -585,7 +613,7 @@ class _Starter:
             f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
             f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
             f"--initial-cluster=devcluster={peer_url}", "--initial-cluster-state=new",
-            "--unsafe-no-fsync", "--log-level=warn", "--logger=zap",
+            "--unsafe-no-fsync", "--log-level=warn",
         ])
         self.wait("etcd", "GET /health", lambda: _http_ok(f"{etcd_url}/health"), 0.1)
 
@@ -607,6 +635,11 @@ class _Starter:
             "--profiling=false",
             "--v=1",
         ])
+        # The others need the API server's bootstrap RBAC roles: the controller manager
+        # exits when it cannot read the extension-apiserver-authentication ConfigMap.
+        with _admin_client(sd, self.server) as client:
+            self.wait("kube-apiserver", "GET /readyz", lambda: _get_ok(client, "/readyz"))
+
         kcm_kubeconfig = sd / "kube-controller-manager.kubeconfig"
         controllers = ",".join(["*", *(f"-{c}" for c in _CLOUD_CONTROLLERS)])
         self.start("kube-controller-manager", [
@@ -614,6 +647,9 @@ class _Starter:
             f"--kubeconfig={kcm_kubeconfig}",
             f"--authentication-kubeconfig={kcm_kubeconfig}",
             f"--authorization-kubeconfig={kcm_kubeconfig}",
+            # Client certificates are checked by the API server; the ConfigMap lookup only
+            # finds no front-proxy CA (none is configured) and logs about it forever.
+            "--authentication-skip-lookup=true",
             "--bind-address=127.0.0.1", f"--secure-port={p['kcm']}",
             f"--cert-dir={sd / 'kcm'}",
             f"--controllers={controllers}",
@@ -633,10 +669,12 @@ class _Starter:
             f"--kubeconfig={sched_kubeconfig}",
             f"--authentication-kubeconfig={sched_kubeconfig}",
             f"--authorization-kubeconfig={sched_kubeconfig}",
+            # Client certificates are checked by the API server; the ConfigMap lookup only
+            # finds no front-proxy CA (none is configured) and logs about it forever.
+            "--authentication-skip-lookup=true",
             "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}",
             f"--cert-dir={sd / 'scheduler'}",
             "--leader-elect=false",
-            "--profiling=false",
             "--v=1",
         ])
         self.start("kwok", [
@@ -653,7 +691,6 @@ class _Starter:
         ])
 
         with _admin_client(sd, self.server) as client:
-            self.wait("kube-apiserver", "GET /readyz", lambda: _get_ok(client, "/readyz"))
             for name in FAKE_NODES:
                 r = client.post("/api/v1/nodes", json=_fake_node(name))
                 if r.status_code not in (201, 409):
@@ -706,6 +743,7 @@ def cluster_up(state_dir: Path, *, timeout: float = 120) -> Cluster:
         except BaseException:
             with suppress(DevClusterError):
                 _stop_all(state_dir)
+                _clean(state_dir)
             raise
         cluster = Cluster(state_dir=state_dir, server=starter.server,
                           kubeconfig=state_dir / "admin.kubeconfig", pids=dict(starter.pids),
@@ -739,8 +777,11 @@ def main_up(state_dir: Path | None = None, kubeconfig_out: Path | None = None) -
     cluster = cluster_up(state_dir)
     how = (f"started in {cluster.started_seconds:.1f}s" if cluster.started_seconds
            else "already running")
+    down = "ocigitops dev cluster down"
+    if state_dir.expanduser().resolve() != DEFAULT_STATE_DIR.resolve():
+        down += f" --state-dir {state_dir}"
     print(f"dev cluster {how}: {cluster.server} (nodes: {', '.join(FAKE_NODES)}; logs in "
-          f"{state_dir / 'logs'}; stop it with `ocigitops dev cluster down`)", flush=True)
+          f"{state_dir / 'logs'}; stop it with `{down}`)", flush=True)
     kubeconfig = cluster.kubeconfig
     if kubeconfig_out is not None:
         kubeconfig_out = kubeconfig_out.expanduser()
