@@ -95,7 +95,11 @@ def _ready(obj: Mapping[str, Any] | None) -> bool:
 
 
 def _overlay(ks: Kustomization, tree: Path) -> Path:
-    """Write the wrapping kustomization and return its directory."""
+    """Write the wrapping kustomization beside ``tree`` and return its directory.
+
+    Beside, not inside: kustomize refuses a root that contains the kustomization
+    referencing it (a cycle).
+    """
     spec = ks.spec
     base = (tree / (spec.path or ".")).resolve()
     if not base.is_relative_to(tree.resolve()):
@@ -110,9 +114,9 @@ def _overlay(ks: Kustomization, tree: Path) -> Path:
         (base / "kustomization.yaml").write_text(yaml.safe_dump(
             {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
              "resources": files}))
-    overlay = tree / OVERLAY_DIR
+    overlay = tree.parent / OVERLAY_DIR
     overlay.mkdir()
-    rel = Path("..") / base.relative_to(tree.resolve())
+    rel = Path("..") / tree.name / base.relative_to(tree.resolve())
     doc: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1",
                            "kind": "Kustomization", "resources": [rel.as_posix()]}
     if spec.target_namespace:
@@ -199,7 +203,7 @@ async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
         patterns = read_sourceignore(tree) + ([ignore] if ignore else [])
         _apply_ignore(tree, patterns)
         overlay = _overlay(ks, tree)
-        text = build_kustomization(overlay, root=tree, timeout=ctx.build_timeout)
+        text = build_kustomization(overlay, root=tree.parent, timeout=ctx.build_timeout)
     objs = [d for d in yaml.safe_load_all(text) if d]
     objs = substitute_objects(objs, await _variables(ctx, ks))
     for obj in objs:

@@ -69,7 +69,10 @@ class Kube:
             if check():
                 return
             time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        states = {k: (self.get(API_VERSION, k, "app") or {}).get("status")
+                  for k in ("OCIRepository", "Kustomization")}
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; status:"
+                             f" {json.dumps(states, indent=1)[:4000]}")
 
 
 def _cond(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ocigitops.errors import RenderError
 from ocigitops import render as r
+from ocigitops.errors import RenderError
 from tests.tools import tool
 
 pytestmark = pytest.mark.integration

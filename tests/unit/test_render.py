@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ocigitops.errors import RenderError, ToolNotFoundError, UsageError
 from ocigitops import render as r
+from ocigitops.errors import RenderError, ToolNotFoundError, UsageError
 
 pytestmark = pytest.mark.unit
 
