@@ -288,6 +288,10 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
     old = [ObjRef.from_inventory(e) for e in
            ((status.get("inventory") or {}).get("entries") or [])]
     timeout = ks.spec.timeout_seconds or interval
+    # The failure's reason comes from the step that failed, not from words in its message
+    # (an object or namespace named "ready-..." or "health..." made an apply refusal look
+    # like a failed health check).
+    step = "apply"
     try:
         result: ApplyResult = await apply_set(ctx.kube, objs, impersonate=impersonate,
                                               force=ks.spec.force, wait_timeout=timeout)
@@ -304,10 +308,10 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
             for g, v in [tuple(c.api_version.rpartition("/")[::2]) if c.api_version
                          else ("", "")]]
         if checks:
+            step = "health"
             await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate)
     except (ApplyError, OcigitopsError) as e:
-        reason = "HealthCheckFailed" if "health" in str(e) or "ready" in str(e) else \
-            "ReconciliationFailed"
+        reason = "HealthCheckFailed" if step == "health" else "ReconciliationFailed"
         msg = f"{e}"
         cond.mark_failed(conditions, reason, msg, generation)
         status["observedGeneration"] = generation

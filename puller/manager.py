@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,9 @@ from puller.runtime.queue import ShutDown, WorkQueue, jittered
 from puller.sources import oci as oci_rec
 
 log = logging.getLogger("ocigitops.controller")
+
+#: The Ready reason of a Kustomization waiting for its source or a ``dependsOn``.
+DEPENDENCY_NOT_READY = "DependencyNotReady"
 
 OCIRepositoryRes = create_namespaced_resource(GROUP, VERSION, "OCIRepository",
                                               "ocirepositories")
@@ -175,6 +179,13 @@ class Controller:
         self.ks_ctx = ks_rec.KustomizeContext(kube=dyn, cache=self.cache,
                                               no_cross_namespace_refs=opts.no_cross_namespace_refs)
         self.leading = not opts.leader_elect
+        # Read at scrape time: exported from the start (a follower, or a leader that has
+        # not finished a reconcile yet, has a series too) and never stale between
+        # reconciles (a value set after each reconcile missed keys added since).
+        for kind, queue in (("OCIRepository", self.sources),
+                            ("Kustomization", self.kustomizations)):
+            self.metrics.queue_depth.labels(kind).set_function(functools.partial(
+                _depth, queue))
 
     def _on_source(self, kind: str, old: Any | None, new: Any) -> None:
         if _interesting(kind, old, new):
@@ -184,17 +195,27 @@ class Controller:
         if _interesting(kind, old, new):
             self.kustomizations.add(_key(new))
 
-    def _wake_users_of(self, source_key: Key) -> None:
+    def _waiting(self, obj: Any) -> bool:
+        """A Kustomization parked on ``DependencyNotReady`` (its source or a dependency), or
+        one being reconciled right now (it may be about to park: the add marks it dirty
+        so it runs once more)."""
+        ready = cond.find(list((obj.get("status") or {}).get("conditions") or []), cond.READY)
+        return bool(ready and ready.get("reason") == DEPENDENCY_NOT_READY) \
+            or self.kustomizations.is_processing(_key(obj))
+
+    def _wake_users_of(self, source_key: Key, *, only_waiting: bool = False) -> None:
         for obj in self.ks_informer.items():
             ref = (obj.get("spec") or {}).get("sourceRef") or {}
             ns = ref.get("namespace") or obj.metadata.namespace
-            if ref.get("kind") == "OCIRepository" and (ns, ref.get("name")) == source_key:
+            if ref.get("kind") == "OCIRepository" and (ns, ref.get("name")) == source_key \
+                    and (not only_waiting or self._waiting(obj)):
                 self.kustomizations.add(_key(obj))
 
-    def _wake_dependents_of(self, ks_key: Key) -> None:
+    def _wake_dependents_of(self, ks_key: Key, *, only_waiting: bool = False) -> None:
         for obj in self.ks_informer.items():
             for dep in (obj.get("spec") or {}).get("dependsOn") or []:
-                if ((dep.get("namespace") or obj.metadata.namespace), dep.get("name")) == ks_key:
+                if ((dep.get("namespace") or obj.metadata.namespace), dep.get("name")) \
+                        == ks_key and (not only_waiting or self._waiting(obj)):
                     self.kustomizations.add(_key(obj))
 
     async def _handle(self, kind: str, key: Key, obj: Any) -> float | None:
@@ -218,12 +239,28 @@ class Controller:
             await self.dyn.patch_status(api_version, kind, key[1], key[0], out.status)
         for type_, reason, message in out.events:
             await self.dyn.event(plain, type_, reason, message)
-        self.metrics.observe_conditions(kind, key, list(out.status.get("conditions") or []))
+        conditions = list(out.status.get("conditions") or [])
+        self.metrics.observe_conditions(kind, key, conditions)
+        ready = cond.find(conditions, cond.READY) or {}
+        # A source that is Ready without a new revision still wakes the Kustomizations
+        # parked on it: after a restart (or on a new leader) the artifact cache starts
+        # empty, a Kustomization reconciled before its source finds the artifact missing
+        # and, without this, would wait a whole retryInterval for the same revision.
         if kind == "OCIRepository" and getattr(out, "new_revision", False):
             self._wake_users_of(key)
+        elif kind == "OCIRepository" and ready.get("status") == cond.TRUE:
+            self._wake_users_of(key, only_waiting=True)
         if kind == "Kustomization" and not out.failed and out.events:
             self._wake_dependents_of(key)
+        elif kind == "Kustomization" and ready.get("status") == cond.TRUE:
+            self._wake_dependents_of(key, only_waiting=True)
         requeue: float | None = out.requeue_after
+        if kind == "Kustomization" and ready.get("reason") == DEPENDENCY_NOT_READY \
+                and requeue is not None:
+            # Flux's --requeue-dependency: a missing dependency is polled at this period,
+            # not at retryInterval (often the full interval); Options.requeue_dependency
+            # was otherwise unused.
+            requeue = min(requeue, self.opts.requeue_dependency)
         return requeue
 
     async def _worker(self, kind: str, queue: WorkQueue[Key], informer: Informer) -> None:
@@ -252,7 +289,6 @@ class Controller:
             finally:
                 queue.done(key)
                 self.metrics.duration.labels(kind).observe(time.monotonic() - start)
-                self.metrics.queue_depth.labels(kind).set(queue.depth)
 
     async def run_workers(self) -> None:
         """Workers for both kinds until cancelled (only while leading)."""
@@ -273,6 +309,10 @@ class Controller:
     def ready(self) -> bool:
         """Informers synced."""
         return self.source_informer.synced.is_set() and self.ks_informer.synced.is_set()
+
+
+def _depth(queue: WorkQueue[Key]) -> float:
+    return float(queue.depth)
 
 
 def _key(obj: Any) -> Key:

@@ -70,9 +70,16 @@ async def request_reconcile(dyn: DynamicClient, kind: str, name: str, namespace:
         obj = await _get(dyn, kind, name, namespace)
         st = obj.get("status") or {}
         ready = cond.find(list(st.get("conditions") or []), cond.READY) or {}
-        if st.get("lastHandledReconcileAt") == token and ready.get("status") in (
-                cond.TRUE, cond.FALSE) and not cond.find(
-                list(st.get("conditions") or []), cond.RECONCILING):
+        handled = st.get("lastHandledReconcileAt") == token
+        # A Kustomization whose dependencies or source are not ready yet keeps
+        # Reconciling=True (it will retry) with Ready=False/DependencyNotReady: that is the
+        # answer to this request, not "still working"; waiting for Reconciling to clear
+        # would end in a misleading "did not handle the request" after the whole timeout.
+        waiting = handled and ready.get("status") == cond.FALSE and ready.get(
+            "reason") == "DependencyNotReady"
+        done = handled and ready.get("status") in (cond.TRUE, cond.FALSE) and not cond.find(
+            list(st.get("conditions") or []), cond.RECONCILING)
+        if waiting or done:
             row = _row(obj, kind)
             if row.ready != cond.TRUE:
                 raise OcigitopsError(f"{kind} {namespace}/{name} reconciliation failed:"

@@ -26,7 +26,12 @@ log = logging.getLogger("ocigitops.leader")
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    # acquireTime/renewTime are MicroTime: the API server parses them with a layout that
+    # requires exactly six fractional digits. lightkube serialises with isoformat(), which
+    # drops the fraction when microsecond == 0 (once in a million writes the request would
+    # be refused with 400), so never hand it a whole second.
+    now = datetime.now(UTC)
+    return now if now.microsecond else now.replace(microsecond=1)
 
 
 class LeaderElector:

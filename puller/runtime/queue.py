@@ -108,6 +108,10 @@ class WorkQueue(Generic[K]):
         """Reset ``key``'s backoff (after a successful reconcile)."""
         self._failures.pop(key, None)
 
+    def is_processing(self, key: K) -> bool:
+        """A worker holds ``key`` (got, not yet done)."""
+        return key in self._processing
+
     def failures(self, key: K) -> int:
         """How many consecutive rate-limited adds ``key`` has had."""
         return self._failures.get(key, 0)

@@ -180,10 +180,18 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
         pinned, digest, _size, revision = await _resolve(client, base, repo)
         artifact = status.get("artifact") or {}
         selector = _selector_json(repo)
+        # With ``verify``, the last verification must be of this digest and have passed:
+        # after a refused revision the tag may move back to the stored one (a rollback by
+        # re-tagging), and skipping the verification then left SourceVerified=False and
+        # the refused digest's outcome in the status of a Ready source.
+        verified = repo.spec.verify is None or (
+            (status.get("verification") or {}).get("digest") == digest
+            and (cond.find(conditions, SOURCE_VERIFIED) or {}).get("status") == cond.TRUE)
         unchanged = (artifact.get("revision") == revision
                      and status.get("observedIgnore") == repo.spec.ignore
                      and status.get("observedLayerSelector") == selector
                      and status.get("observedGeneration") == generation
+                     and verified
                      and artifact.get("digest") and ctx.cache.has(artifact["digest"]))
         if unchanged:
             cond.remove(conditions, FETCH_FAILED)

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from ocigitops.artifact import Metadata
@@ -27,14 +22,12 @@ from ocigitops.registry import RegistryClient
 from publisher.artifacts import push_artifact
 from publisher.sign_cosign import sign_cosign_key
 from puller.api.meta import API_VERSION
-from puller.devcluster import Cluster
-from puller.kube import DynamicClient
-from tests.registries import Registry, free_port
+from tests.e2e.conftest import ControllerProcess, Kube, condition
+from tests.registries import Registry
 from verifier.keys import generate_key_pair, load_private_key
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NS = "e2e-flow"
 
 
@@ -42,98 +35,13 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-class Kube:
-    """Synchronous helpers over the dynamic client, for assertions."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.kubeconfig = str(kubeconfig)
-
-    async def _with(self, fn: Callable[[DynamicClient], Any]) -> Any:
-        dyn = DynamicClient.from_kubeconfig(self.kubeconfig)
-        try:
-            return await fn(dyn)
-        finally:
-            await dyn.aclose()
-
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        return dict(_run(self._with(lambda d: d.apply(obj, force=True))))
-
-    def get(self, api_version: str, kind: str, name: str, ns: str | None = NS,
-            ) -> dict[str, Any] | None:
-        out = _run(self._with(lambda d: d.get(api_version, kind, name, ns)))
-        return dict(out) if out is not None else None
-
-    def wait(self, what: str, check: Callable[[], bool], timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.5)
-        states = {k: (self.get(API_VERSION, k, "app") or {}).get("status")
-                  for k in ("OCIRepository", "Kustomization")}
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; status:"
-                             f" {json.dumps(states, indent=1)[:4000]}")
-
-
-def _cond(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return {}
+_cond = condition
 
 
 @pytest.fixture(scope="module")
-def kube(kube_cluster: Cluster) -> Kube:
-    k = Kube(kube_cluster.kubeconfig)
-    for crd in sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml")):
-        import yaml
-
-        k.apply(yaml.safe_load(crd.read_text()))
-    def established(name: str) -> bool:
-        crd = k.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name, None)
-        return _cond(crd, "Established").get("status") == "True"
-
-    for name in ("ocirepositories.ocigitops.dev", "kustomizations.ocigitops.dev"):
-        k.wait(f"CRD {name}", lambda n=name: established(n), 30)
-    return k
-
-
-@pytest.fixture(scope="module")
-def controller(kube: Kube, kube_cluster: Cluster,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    tmp = tmp_path_factory.mktemp("controller")
-    health = free_port()
-    log = tmp / "controller.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ocigitops.cli", "controller", "run", "--kubeconfig",
-             str(kube_cluster.kubeconfig), "--metrics-addr", f"127.0.0.1:{free_port()}",
-             "--health-addr", f"127.0.0.1:{health}", "--storage-path", str(tmp / "cache"),
-             "--concurrent", "4"], stdout=logf, stderr=logf,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{health}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"controller not ready:\n{log.read_text()[-3000:]}")
-        if proc.poll() is not None:
-            pytest.fail(f"controller exited:\n{log.read_text()[-3000:]}")
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        print(f"\ncontroller log tail:\n{log.read_text()[-4000:]}")
+def kube(kube_api: Kube) -> Kube:
+    """The cluster helper bound to this module's namespace."""
+    return kube_api.in_ns(NS)
 
 
 def _tree(tmp: Path, version: str, configmap: str, extra: str = "") -> Path:
@@ -170,7 +78,7 @@ def _request(kube: Kube, kind: str, name: str) -> None:
                                              {"metadata": obj["metadata"]})))
 
 
-def test_signed_flow(kube: Kube, controller: subprocess.Popen[bytes],
+def test_signed_flow(kube: Kube, controller: ControllerProcess,
                      embedded_registry: Registry, tmp_path: Path) -> None:
     pair = generate_key_pair(b"pw", scrypt_n=1 << 12)
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
