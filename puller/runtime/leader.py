@@ -122,3 +122,22 @@ class LeaderElector:
                 leading_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await leading_task
+            if self.is_leader.is_set():
+                # Graceful shutdown: hand the Lease back (client-go's ReleaseOnCancel) so a
+                # standby replica takes over at once instead of after lease_duration.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self.release()), 3.0)
+                self.is_leader.clear()
+
+    async def release(self) -> None:
+        """Give up the Lease if we hold it: empty holder, 1 s duration."""
+        lease = await self._client.get(Lease, self.name, namespace=self.namespace)
+        spec = lease.spec or LeaseSpec()
+        if spec.holderIdentity != self.identity:
+            return
+        spec.holderIdentity = None
+        spec.leaseDurationSeconds = 1
+        spec.renewTime = _now()
+        lease.spec = spec
+        await self._client.replace(lease)
+        log.info("released the lease", extra={"lease": self.name})

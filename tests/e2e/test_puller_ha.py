@@ -509,3 +509,18 @@ def _ok(ctl: Ctl, path: str) -> bool:
         return ctl.get(path).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_leader_releases_lease_on_sigterm(env: Env) -> None:
+    """A leader stopped gracefully hands the Lease back: a standby need not wait for it
+    to expire (client-go's ReleaseOnCancel)."""
+    flags = ("--leader-elect", "--leader-election-namespace", env.ns)
+    a = env.controller("rel-a", *flags)
+    _wait("a holds the Lease", lambda: env.holder() == a.identity, 30)
+    a.kill(signal.SIGTERM)
+    assert a.proc is not None and a.proc.wait(30) == 0, a.tail()
+    assert env.holder() in (None, ""), env.lease()
+    b = env.controller("rel-b", *flags)
+    start = time.monotonic()
+    _wait("b takes the released Lease", lambda: env.holder() == b.identity, 10)
+    assert time.monotonic() - start < 8  # far below the 15 s lease duration
