@@ -47,11 +47,11 @@ from puller.apply import (
 )
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
+from puller.reconcile import begin
 from puller.substitute import substitute_objects
 
 SOURCE_API_VERSION = API_VERSION
 FINALIZER = "finalizers.ocigitops.dev"
-REQUESTED_AT = "reconcile.ocigitops.dev/requestedAt"
 HISTORY_LIMIT = 5
 OVERLAY_DIR = "__ocigitops_overlay__"
 
@@ -242,19 +242,12 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
     md = obj.get("metadata") or {}
     if md.get("deletionTimestamp"):
         return await finalize(ctx, obj)
-    generation = int(md.get("generation") or 0)
-    status: dict[str, Any] = dict(obj.get("status") or {})
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
-    status["conditions"] = conditions
-    requested = (md.get("annotations") or {}).get(REQUESTED_AT)
-    if requested:
-        status["lastHandledReconcileAt"] = requested
+    start = begin(obj)
+    generation, status, conditions = start.generation, start.status, start.conditions
     try:
         ks = parse_kustomization(obj)
     except (ValidationError, ValueError) as e:
-        cond.mark_failed(conditions, "InvalidSpec", str(e), generation, stalled=True)
-        status["observedGeneration"] = generation
-        return Outcome(status, None, [("Warning", "InvalidSpec", str(e))], failed=True)
+        return Outcome(status, None, [start.invalid(e)], failed=True)
     if ks.spec.suspend:
         return Outcome(status, None)
     add_finalizer = FINALIZER not in (md.get("finalizers") or [])

@@ -30,7 +30,7 @@ from lightkube.generic_resource import create_namespaced_resource
 
 from puller import conditions as cond
 from puller import kustomization as ks_rec
-from puller.api.meta import GROUP, VERSION
+from puller.api.meta import GROUP, RECONCILE_REQUESTED_AT, VERSION
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
 from puller.runtime.informer import Informer, Key
@@ -154,8 +154,8 @@ def _interesting(kind: str, old: Any | None, new: Any) -> bool:
         return kind == "ADDED"
     o, n = old.get("metadata") or {}, new.get("metadata") or {}
     return (o.get("generation") != n.get("generation")
-            or (o.get("annotations") or {}).get(oci_rec.REQUESTED_AT)
-            != (n.get("annotations") or {}).get(oci_rec.REQUESTED_AT)
+            or (o.get("annotations") or {}).get(RECONCILE_REQUESTED_AT)
+            != (n.get("annotations") or {}).get(RECONCILE_REQUESTED_AT)
             or bool(n.get("deletionTimestamp")) != bool(o.get("deletionTimestamp")))
 
 

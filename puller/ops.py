@@ -13,9 +13,8 @@ from typing import Any
 
 from ocigitops.errors import OcigitopsError
 from puller import conditions as cond
-from puller.api.meta import API_VERSION
+from puller.api.meta import API_VERSION, RECONCILE_REQUESTED_AT
 from puller.kube import DynamicClient
-from puller.sources.oci import REQUESTED_AT
 
 
 @dataclass
@@ -64,7 +63,7 @@ async def request_reconcile(dyn: DynamicClient, kind: str, name: str, namespace:
         raise OcigitopsError(f"{kind} {namespace}/{name} is suspended: resume it first")
     token = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9}Z"
     await dyn.patch_metadata(API_VERSION, kind, name, namespace,
-                             {"annotations": {REQUESTED_AT: token}})
+                             {"annotations": {RECONCILE_REQUESTED_AT: token}})
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         obj = await _get(dyn, kind, name, namespace)

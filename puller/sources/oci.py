@@ -31,10 +31,9 @@ from puller.api.schema import ValidationError
 from puller.api.verification import build_signature_policy, referenced_secrets
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
+from puller.reconcile import begin
 from verifier.errors import PolicyError
 from verifier.verify import verify_artifact
-
-REQUESTED_AT = "reconcile.ocigitops.dev/requestedAt"
 
 ARTIFACT_IN_STORAGE = "ArtifactInStorage"
 FETCH_FAILED = "FetchFailed"
@@ -126,20 +125,12 @@ async def _resolve(client: RegistryClient, base: Reference, repo: OCIRepository,
 
 async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
     """Reconcile one OCIRepository object (a dict from the API server)."""
-    md = obj.get("metadata") or {}
-    generation = int(md.get("generation") or 0)
-    status: dict[str, Any] = dict(obj.get("status") or {})
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
-    status["conditions"] = conditions
-    requested = (md.get("annotations") or {}).get(REQUESTED_AT)
-    if requested:
-        status["lastHandledReconcileAt"] = requested
+    start = begin(obj)
+    generation, status, conditions = start.generation, start.status, start.conditions
     try:
         repo = parse_oci_repository(obj)
     except (ValidationError, ValueError) as e:
-        cond.mark_failed(conditions, "InvalidSpec", str(e), generation, stalled=True)
-        status["observedGeneration"] = generation
-        return Outcome(status, None, [("Warning", "InvalidSpec", str(e))], failed=True)
+        return Outcome(status, None, [start.invalid(e)], failed=True)
     if repo.spec.suspend:
         return Outcome(status, None)
     interval = repo.spec.interval_seconds
