@@ -230,6 +230,7 @@ class RegistryClient:
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._credentials = credentials or CredentialResolver()
         self._insecure_all = insecure is True
@@ -247,6 +248,7 @@ class RegistryClient:
             verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             headers={"User-Agent": f"ocigitops/{__version__}"}, transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            proxy=proxy,
         )
         self.max_retries = max_retries
         self.backoff_base = backoff_base

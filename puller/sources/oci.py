@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ocigitops.artifact import parse_manifest
 from ocigitops.auth import CredentialResolver, DockerConfig
 from ocigitops.errors import NotFoundError, OcigitopsError, RegistryError
@@ -88,6 +90,25 @@ async def _credentials(ctx: SourceContext, repo: OCIRepository) -> CredentialRes
         configs.append(DockerConfig.from_bytes(raw, source=f"Secret {ns}/{name}"))
     # In the cluster the controller's own docker config must not leak into tenants.
     return CredentialResolver(configs=configs, use_docker_config=False)
+
+
+async def _proxy(ctx: SourceContext, repo: OCIRepository) -> str | None:
+    """The proxy URL from ``proxySecretRef`` (Flux's keys: address, username, password)."""
+    ref = repo.spec.proxy_secret_ref
+    if ref is None:
+        return None
+    ns = repo.metadata.namespace
+    data = await ctx.kube.secret_data(ns, ref.name)
+    if data is None:
+        raise OcigitopsError(f"proxy Secret {ns}/{ref.name} not found")
+    address = data.get("address", b"").decode().strip()
+    if not address:
+        raise OcigitopsError(f"proxy Secret {ns}/{ref.name} has no address")
+    url = httpx.URL(address)
+    user = data.get("username", b"").decode()
+    if user:
+        url = url.copy_with(username=user, password=data.get("password", b"").decode())
+    return str(url)
 
 
 def _tls_files(data: Mapping[str, bytes], tmp: Path) -> dict[str, str | None]:
@@ -165,9 +186,10 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
             raise OcigitopsError(f"Secret {ns}/{repo.spec.cert_secret_ref.name} not found")
         tls = _tls_files(data, tmp)
     creds = await _credentials(ctx, repo)
+    proxy = await _proxy(ctx, repo)
     base = parse_reference(repo.spec.url, require_scheme=True)
     async with ctx.registry(creds, insecure=repo.spec.insecure,
-                            timeout=repo.spec.timeout_seconds, **tls) as client:
+                            timeout=repo.spec.timeout_seconds, proxy=proxy, **tls) as client:
         pinned, digest, _size, revision = await _resolve(client, base, repo)
         artifact = status.get("artifact") or {}
         selector = _selector_json(repo)

@@ -17,6 +17,7 @@ cluster, real registries and the controller process (fixtures in ``conftest.py``
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from puller.api.meta import API_VERSION
 from puller.devcluster import Cluster
 from tests.cli import ocigitops
 from tests.e2e.conftest import ControllerProcess, Kube, condition
-from tests.registries import Registry
+from tests.registries import Registry, free_port
 from verifier.keys import generate_key_pair, load_private_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -467,3 +468,28 @@ def test_verified_rollback_after_refused_revision(ns: Kube, kube_cluster: Cluste
     assert src["status"]["artifact"]["revision"] == rev1
     assert _cm_data(ns, "signed") == {"v": "1"}
     assert _status(ns, KS, "app")["lastAppliedRevision"] == rev1
+
+
+# --- proxySecretRef ---------------------------------------------------------------------
+
+def test_proxy_secret_is_used(ns: Kube, embedded_registry: Registry, tmp_path: Path) -> None:
+    """A proxy that does not answer makes the fetch fail (the registry itself is reachable),
+    so the proxy from ``proxySecretRef`` is really in the path; removing it recovers."""
+    repo = f"beh/{ns.namespace}"
+    _publish(embedded_registry.host, repo, _tree(tmp_path, "v1", _configmap(
+        "proxied", {"version": "v1"})))
+    dead = free_port()
+    ns.apply({"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "proxy", "namespace": ns.namespace},
+              "stringData": {"address": f"http://127.0.0.1:{dead}", "username": "u",
+                             "password": "p4ss"}})
+    ns.apply({"apiVersion": API_VERSION, "kind": OCI,
+              "metadata": {"name": "app", "namespace": ns.namespace},
+              "spec": {"url": f"oci://{embedded_registry.host}/{repo}", "insecure": True,
+                       "interval": "1m", "timeout": "10s", "ref": {"tag": "latest"},
+                       "proxySecretRef": {"name": "proxy"}}})
+    ns.wait("fetch through the dead proxy fails", lambda: _ready(ns, OCI, "app").get(
+        "status") == "False", 40)
+    message = _ready(ns, OCI, "app")["message"]
+    assert "cannot reach" in message, message
+    assert "p4ss" not in json.dumps(_status(ns, OCI, "app"))  # no secret in status
