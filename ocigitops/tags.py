@@ -50,8 +50,15 @@ def semver_matches(v: semver.Version, constraint: str) -> bool:
     """Match a Masterminds-style constraint (``>=1.0.0 <2.0.0``, ``1.x``, ``~1.2``,
     ``^1.2``, ``||`` alternatives, comma or space separated conjunctions)."""
     try:
-        return any(all(_match_one(v, c) for c in re.split(r"[,\s]+", alt.strip()) if c)
-                   for alt in constraint.split("||"))
+        for alt in constraint.split("||"):
+            parts = [c for c in re.split(r"[,\s]+", alt.strip()) if c]
+            # As Masterminds (Flux): a prerelease version is considered only by a group
+            # of constraints that names a prerelease somewhere (">=1.0.0-0 <2.0.0").
+            if v.prerelease and not any("-" in p.split("+", 1)[0] for p in parts):
+                continue
+            if all(_match_one(v, c) for c in parts):
+                return True
+        return False
     except ValueError as e:
         raise UsageError(f"invalid semver range {constraint!r}: {e}") from e
 
@@ -71,8 +78,6 @@ def _match_one(v: semver.Version, c: str) -> bool:
     nums = [int(p) for p in parts if p not in ("x", "X", "*")]
     padded = [*nums, 0, 0, 0]
     base = semver.Version(padded[0], padded[1], padded[2], prerelease=pre or None)
-    if v.prerelease and not base.prerelease:
-        return False  # as Masterminds (Flux): prereleases only match constraints naming one
     if op in ("=", "==") and wild:
         op = "~" if len(nums) >= 2 else "^"
         if not nums:

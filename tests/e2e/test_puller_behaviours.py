@@ -493,3 +493,28 @@ def test_proxy_secret_is_used(ns: Kube, embedded_registry: Registry, tmp_path: P
     message = _ready(ns, OCI, "app")["message"]
     assert "cannot reach" in message, message
     assert "p4ss" not in json.dumps(_status(ns, OCI, "app"))  # no secret in status
+
+
+# --- semver refs ------------------------------------------------------------------------
+
+def test_semver_ref_with_filter(ns: Kube, embedded_registry: Registry, tmp_path: Path) -> None:
+    """``ref.semver`` picks the highest matching tag; ``semverFilter`` narrows the tags
+    first; prereleases only count when the range names one (Masterminds semantics)."""
+    repo = f"beh/{ns.namespace}"
+    revs: dict[str, str] = {}
+    for t in ("1.0.0", "1.2.0", "1.3.0-rc.1", "2.0.0", "v1.4.0-hotfix"):
+        (tmp_path / t).mkdir()
+        revs[t] = _publish(embedded_registry.host, repo, _tree(tmp_path / t, t, _configmap(
+            "semver", {"version": t})), tag=t)
+    ns.apply({"apiVersion": API_VERSION, "kind": OCI,
+              "metadata": {"name": "app", "namespace": ns.namespace},
+              "spec": {"url": f"oci://{embedded_registry.host}/{repo}", "insecure": True,
+                       "interval": "1m", "ref": {"semver": ">=1.0.0 <2.0.0"}}})
+    _wait_source_ready(ns, "app", revs["1.2.0"])
+    # narrow to the hotfix line: only tags ending in -hotfix, prereleases allowed by range
+    ns.apply({"apiVersion": API_VERSION, "kind": OCI,
+              "metadata": {"name": "app", "namespace": ns.namespace},
+              "spec": {"url": f"oci://{embedded_registry.host}/{repo}", "insecure": True,
+                       "interval": "1m", "ref": {"semver": ">=1.0.0-0 <2.0.0",
+                                                 "semverFilter": ".*-hotfix$"}}})
+    _wait_source_ready(ns, "app", revs["v1.4.0-hotfix"])
