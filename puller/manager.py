@@ -91,6 +91,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at info: one line per HEAD per source per interval would
+    # drown the controller's own messages. Debug level still shows them.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG
+                                          else logging.WARNING)
 
 
 class Metrics:
