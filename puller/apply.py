@@ -373,9 +373,11 @@ def health(obj: Mapping[str, Any] | None) -> tuple[str, str]:
 async def wait_ready(dyn: DynamicClient, refs: Sequence[ObjRef], *, seconds: float,
                      impersonate: str | None = None, interval: float = 1.0) -> None:
     """Wait up to ``seconds`` until every object is Current; ApplyError naming the laggards
-    otherwise."""
+    otherwise. Polls after 0.2 s, then backs off to ``interval``: most objects become
+    Current within a second or two of being applied, and a worker waits meanwhile."""
     deadline = time.monotonic() + seconds
     pending = list(refs)
+    pause = min(0.2, interval)
     last: dict[str, str] = {}
     while True:
         still: list[ObjRef] = []
@@ -395,4 +397,5 @@ async def wait_ready(dyn: DynamicClient, refs: Sequence[ObjRef], *, seconds: flo
             details = [f"{r}: {last.get(str(r), '')}" for r in pending]
             raise ApplyError(f"timeout waiting for {len(pending)} object(s) to become ready:"
                              f" {details[0]}", details)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(pause)
+        pause = min(interval, pause * 1.5)

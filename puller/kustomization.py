@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -194,9 +195,8 @@ def _checksum(objs: list[dict[str, Any]]) -> str:
         json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
+def _build_sync(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
                 ignore: str | None) -> list[dict[str, Any]]:
-    """Extract the artifact, build the overlay, substitute: the objects to apply."""
     with tempfile.TemporaryDirectory(prefix="ocigitops-build-") as tmp:
         tree = Path(tmp) / "artifact"
         ctx.cache.extract(artifact_digest, tree)
@@ -204,7 +204,15 @@ async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
         _apply_ignore(tree, patterns)
         overlay = _overlay(ks, tree)
         text = build_kustomization(overlay, root=tree.parent, timeout=ctx.build_timeout)
-    objs = [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
+                ignore: str | None) -> list[dict[str, Any]]:
+    """Extract the artifact, build the overlay, substitute: the objects to apply."""
+    # Extraction, the kustomize process and YAML parsing run on a thread: on the event
+    # loop they would stall every other reconcile for the length of each build.
+    objs = await asyncio.to_thread(_build_sync, ctx, ks, artifact_digest, ignore)
     objs = substitute_objects(objs, await _variables(ctx, ks))
     for obj in objs:
         md = obj.setdefault("metadata", {})

@@ -211,7 +211,7 @@ class Controller:
     def _wake_users_of(self, source_key: Key, *, only_waiting: bool = False) -> None:
         for obj in self.ks_informer.items():
             ref = (obj.get("spec") or {}).get("sourceRef") or {}
-            ns = ref.get("namespace") or obj.metadata.namespace
+            ns = ref.get("namespace") or _key(obj)[0]
             if ref.get("kind") == "OCIRepository" and (ns, ref.get("name")) == source_key \
                     and (not only_waiting or self._waiting(obj)):
                 self.kustomizations.add(_key(obj))
@@ -219,7 +219,7 @@ class Controller:
     def _wake_dependents_of(self, ks_key: Key, *, only_waiting: bool = False) -> None:
         for obj in self.ks_informer.items():
             for dep in (obj.get("spec") or {}).get("dependsOn") or []:
-                if ((dep.get("namespace") or obj.metadata.namespace), dep.get("name")) \
+                if ((dep.get("namespace") or _key(obj)[0]), dep.get("name")) \
                         == ks_key and (not only_waiting or self._waiting(obj)):
                     self.kustomizations.add(_key(obj))
 
@@ -321,8 +321,10 @@ def _depth(queue: WorkQueue[Key]) -> float:
 
 
 def _key(obj: Any) -> Key:
-    md = obj.metadata
-    return (md.namespace or "", md.name or "")
+    # The raw dict, not lightkube's ``.metadata`` property: that one parses a new
+    # ObjectMeta on every access, which made scans over every cached object quadratic.
+    md = obj.get("metadata") or {}
+    return (md.get("namespace") or "", md.get("name") or "")
 
 
 def _parse_selector(selector: str | None) -> dict[str, Any] | None:

@@ -1,0 +1,710 @@
+#!/usr/bin/env python3
+"""Benchmark the controller: N OCIRepository + Kustomization pairs on the dev cluster.
+
+Run on demand (not part of the test suite)::
+
+    python benchmarks/bench_controller.py [--pairs 100,500] [--concurrent 10]
+
+For each N it starts a fresh dev cluster (``puller.devcluster.cluster_up``) in a temp
+state dir, applies the CRDs, runs ``ocigitops controller run --concurrent C`` as a
+subprocess and creates N pairs pointing at one small artifact in the embedded registry
+(``ocigitops.regserver.BackgroundRegistry``, in this process). It reports the time from
+creation until every Kustomization is Ready=True, the controller's peak RSS (VmHWM), and,
+over one steady-state source interval, registry requests per source (counted on the
+registry side, from its per-request debug log) and API requests (from the API server's
+``apiserver_request_total``, minus an equal window with the controller stopped). A table,
+PASS/MISS per target and a final ``BENCH_JSON {...}`` line. It exits 0 when the
+measurements ran: benchmarks report, they don't gate. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+import yaml  # noqa: E402
+
+from ocigitops.artifact import Metadata  # noqa: E402
+from ocigitops.reference import parse_reference  # noqa: E402
+from ocigitops.registry import RegistryClient  # noqa: E402
+from ocigitops.regserver import BackgroundRegistry  # noqa: E402
+from publisher.artifacts import push_artifact  # noqa: E402
+from puller.api.meta import API_VERSION  # noqa: E402
+from puller.devcluster import (  # noqa: E402
+    FAKE_NODES,
+    Cluster,
+    _fake_node,
+    _node_ready,
+    cluster_down,
+    cluster_up,
+    free_port,
+)
+from puller.kube import DynamicClient  # noqa: E402
+
+READY_TARGET_PAIRS = 500
+READY_TARGET_S = 120.0
+RSS_TARGET_MB = 200.0
+REG_TARGET = 1.0
+REPO = "bench/app"
+PODS_PER_NODE = 100  # a fake node takes 110 pods; leave room for anything else
+
+# --------------------------------------------------------------------------------------
+# Registry-side request counting
+# --------------------------------------------------------------------------------------
+
+
+class RegistryLog(logging.Handler):
+    """Records every request the embedded registry logs at debug level.
+
+    ``_dispatch`` logs ``method=%s path=%s status=%d ...`` once per request; anything
+    else at debug level (``log_message``: malformed requests) is kept as ``other``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self._mu = threading.Lock()
+        self.requests: list[tuple[float, str, str, int]] = []  # (t, method, path, status)
+        self.other: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        with self._mu:
+            if isinstance(record.msg, str) and record.msg.startswith("method=") \
+                    and isinstance(record.args, tuple) and len(record.args) >= 3:
+                self.requests.append((now, str(record.args[0]), str(record.args[1]),
+                                      int(str(record.args[2]))))
+            elif record.levelno <= logging.DEBUG:
+                self.other.append((now, record.getMessage()))
+
+    def mark(self) -> tuple[int, int]:
+        with self._mu:
+            return len(self.requests), len(self.other)
+
+    def since(self, mark: tuple[int, int]) -> tuple[list[tuple[float, str, str, int]],
+                                                     list[tuple[float, str]]]:
+        with self._mu:
+            return list(self.requests[mark[0]:]), list(self.other[mark[1]:])
+
+
+def _tag_of(path: str) -> str | None:
+    m = re.fullmatch(rf"/v2/{REPO}/manifests/([^/?]+)", path.split("?")[0])
+    return m.group(1) if m else None
+
+
+# --------------------------------------------------------------------------------------
+# The artifact
+# --------------------------------------------------------------------------------------
+
+
+def write_tree(root: Path) -> Path:
+    """A ConfigMap and a one-replica Deployment, namespace-free."""
+    root.mkdir(parents=True)
+    (root / "deploy.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
+        "  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n"
+        "    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n"
+        "      - name: web\n        image: registry.example/web:v1\n")
+    (root / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+                                  "  name: settings\ndata:\n  version: v1\n")
+    return root
+
+
+async def publish(host: str, tree: Path, tags: list[str]) -> str:
+    """Push the tree once, then tag its manifest once per pair; the manifest digest."""
+    base = parse_reference(f"{host}/{REPO}:base")
+    async with RegistryClient(insecure=True) as c:
+        pushed = await push_artifact(c, base, tree, Metadata("https://example.com/bench",
+                                                             "main@sha1:" + "b" * 40))
+        m = await c.get_manifest(base)
+        sem = asyncio.Semaphore(16)
+
+        async def tag(t: str) -> None:
+            async with sem:
+                await c.put_manifest(base, m.data, m.media_type, tag=t)
+
+        await asyncio.gather(*(tag(t) for t in tags))
+        return str(pushed.digest)
+
+
+# --------------------------------------------------------------------------------------
+# Cluster helpers
+# --------------------------------------------------------------------------------------
+
+
+def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return {}
+
+
+async def apply_crds(kubeconfig: Path) -> None:
+    dyn = DynamicClient.from_kubeconfig(str(kubeconfig))
+    try:
+        for path in sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml")):
+            await dyn.apply(yaml.safe_load(path.read_text()), force=True)
+        deadline = time.monotonic() + 60
+        for name in ("ocirepositories.ocigitops.dev", "kustomizations.ocigitops.dev"):
+            while True:
+                crd = await dyn.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                    name) or {}
+                if _cond(crd, "Established").get("status") == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"CRD {name} not Established")
+                await asyncio.sleep(0.2)
+    finally:
+        await dyn.aclose()
+
+
+def pair_objects(i: int, per_ns: int, host: str, src_interval: str, ks_interval: str,
+                 ks_timeout: str, wait: bool = True,
+                 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    name = f"p{i:04d}"
+    ns = f"bench-{i // per_ns:03d}"
+    src = {"apiVersion": API_VERSION, "kind": "OCIRepository",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"url": f"oci://{host}/{REPO}", "insecure": True,
+                    "interval": src_interval, "ref": {"tag": name}}}
+    ks = {"apiVersion": API_VERSION, "kind": "Kustomization",
+          "metadata": {"name": name, "namespace": ns},
+          "spec": {"sourceRef": {"kind": "OCIRepository", "name": name}, "path": "./",
+                   "interval": ks_interval, "prune": True, "wait": wait,
+                   "timeout": ks_timeout, "targetNamespace": ns, "namePrefix": f"{name}-"}}
+    return ns, src, ks
+
+
+async def create_pairs(kubeconfig: Path, objs: list[dict[str, Any]],
+                       namespaces: list[str]) -> None:
+    dyn = DynamicClient.from_kubeconfig(str(kubeconfig))
+    try:
+        for ns in namespaces:
+            await dyn.apply({"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": ns}}, force=True)
+        sem = asyncio.Semaphore(16)
+
+        async def one(o: dict[str, Any]) -> None:
+            async with sem:
+                await dyn.apply(o, force=True)
+
+        await asyncio.gather(*(one(o) for o in objs))
+    finally:
+        await dyn.aclose()
+
+
+def kube_http(cluster: Cluster) -> httpx.Client:
+    return httpx.Client(base_url=cluster.server, verify=cluster.ssl_context(admin=True),
+                        timeout=30)
+
+
+def add_nodes(http: httpx.Client, pairs: int) -> int:
+    """Enough fake kwok Nodes for one Pod per pair (the dev cluster has two of 110 pods
+    each, so 500 Deployments would leave 280 Pods unschedulable); the Node count."""
+    want = max(len(FAKE_NODES), math.ceil(pairs / PODS_PER_NODE))
+    names = [f"kwok-bench-{k}" for k in range(want - len(FAKE_NODES))]
+    for name in names:
+        r = http.post("/api/v1/nodes", json=_fake_node(name))
+        if r.status_code not in (201, 409):
+            raise RuntimeError(f"fake Node {name} refused: {r.status_code} {r.text[:300]}")
+    deadline = time.monotonic() + 60
+    while names:
+        nodes = http.get("/api/v1/nodes", params={"labelSelector": "type=kwok"}).json()
+        ready = {n["metadata"]["name"] for n in nodes.get("items", []) if _node_ready(n)}
+        if set(names) <= ready:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fake Nodes not Ready: {sorted(set(names) - ready)}")
+        time.sleep(0.5)
+    return want
+
+
+def count_ready(http: httpx.Client, kind_plural: str) -> tuple[int, int]:
+    """(Ready=True, total) of all objects of a kind: one list call."""
+    r = http.get(f"/apis/ocigitops.dev/v1/{kind_plural}")
+    r.raise_for_status()
+    items = r.json().get("items") or []
+    ready = sum(1 for o in items if _cond(o, "Ready").get("status") == "True")
+    return ready, len(items)
+
+
+_METRIC = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\}\s+(?P<v>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def apiserver_requests(http: httpx.Client) -> Counter[str]:
+    """``apiserver_request_total`` summed by ``VERB resource[/subresource]``."""
+    r = http.get("/metrics")
+    r.raise_for_status()
+    out: Counter[str] = Counter()
+    for line in r.text.splitlines():
+        m = _METRIC.match(line)
+        if not m:
+            continue
+        lab = dict(_LABEL.findall(m.group("labels")))
+        res = lab.get("resource") or "(non-resource)"
+        if lab.get("subresource"):
+            res += "/" + lab["subresource"]
+        if lab.get("group"):
+            res += "." + lab["group"]
+        if lab.get("dry_run"):
+            res += " (dry-run)"
+        out[f"{lab.get('verb', '?')} {res}"] += int(float(m.group("v")))
+    return out
+
+
+def controller_metrics(port: int) -> dict[str, float]:
+    """Reconcile counts and summed durations per kind, and queue depths."""
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        m = re.match(r'^(ocigitops_reconcile_duration_seconds_(?:count|sum)|'
+                     r'ocigitops_workqueue_depth)\{kind="(\w+)"\}\s+(\S+)$', line)
+        if m:
+            out[f"{m.group(1)}:{m.group(2)}"] = float(m.group(3))
+    return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user+sys CPU seconds of ``pid`` so far (its children, kustomize, not included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------
+
+
+def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry,
+            reglog: RegistryLog) -> dict[str, Any]:
+    out: dict[str, Any] = {"pairs": n}
+    state = tmp / f"cluster-{n}"
+    t0 = time.perf_counter()
+    cluster = cluster_up(state, timeout=180)
+    out["cluster_up_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[N={n}] cluster {cluster.server} up in {out['cluster_up_s']}s", flush=True)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path = tmp / f"controller-{n}.log"
+    http = kube_http(cluster)
+    try:
+        asyncio.run(apply_crds(cluster.kubeconfig))
+        out["nodes"] = add_nodes(http, n)
+        namespaces = sorted({f"bench-{i // args.per_namespace:03d}" for i in range(n)})
+        objs: list[dict[str, Any]] = []
+        for i in range(n):
+            _, src, ks = pair_objects(i, args.per_namespace, reg.host, args.source_interval,
+                                      args.ks_interval, args.ks_timeout, not args.no_wait)
+            objs += [src, ks]
+        # Sources first, so no Kustomization waits on a source that does not exist yet.
+        objs.sort(key=lambda o: o["kind"] != "OCIRepository")
+
+        metrics_port, health_port = free_port(), free_port()
+        cmd = [sys.executable]
+        if args.profile:
+            cmd += ["-m", "cProfile", "-o", str(tmp / f"controller-{n}.prof")]
+        cmd += ["-m", "ocigitops.cli", "controller", "run", "--kubeconfig",
+                str(cluster.kubeconfig), "--concurrent", str(args.concurrent),
+                "--metrics-addr", f"127.0.0.1:{metrics_port}",
+                "--health-addr", f"127.0.0.1:{health_port}",
+                "--storage-path", str(tmp / f"cache-{n}"), "--log-level", args.log_level]
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{health_port}/readyz",
+                             timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("controller did not become ready:\n"
+                                   + log_path.read_text(errors="replace")[-3000:])
+            time.sleep(0.2)
+        hwm_idle = vm_hwm_kib(proc.pid) or 0
+        cpu_idle = cpu_seconds(proc.pid) or 0.0
+
+        # ---- creation -> all Ready
+        reg_mark = reglog.mark()
+        t_create = time.monotonic()
+        asyncio.run(create_pairs(cluster.kubeconfig, objs, namespaces))
+        out["create_s"] = round(time.monotonic() - t_create, 2)
+        print(f"[N={n}] created {n} pairs in {out['create_s']}s", flush=True)
+        progress: list[tuple[float, int]] = []
+        hwm = hwm_idle
+        ready_s: float | None = None
+        while time.monotonic() - t_create < args.ready_timeout:
+            ready, total = count_ready(http, "kustomizations")
+            el = time.monotonic() - t_create
+            progress.append((round(el, 1), ready))
+            hwm = max(hwm, vm_hwm_kib(proc.pid) or 0)
+            if len(progress) % 10 == 0:
+                print(f"[N={n}]   {el:6.1f}s  {ready}/{n} Ready", flush=True)
+            if total == n and ready == n:
+                ready_s = el
+                break
+            if proc.poll() is not None:
+                raise RuntimeError("controller exited:\n"
+                                   + log_path.read_text(errors="replace")[-3000:])
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - t_create - el)))
+        out["ready_s"] = round(ready_s, 1) if ready_s is not None else None
+        out["controller_cpu_to_ready_s"] = round((cpu_seconds(proc.pid) or 0.0) - cpu_idle, 1)
+        out["timed_out"] = ready_s is None
+        for frac in (0.5, 0.9):
+            hit = next((t for t, r in progress if r >= math.ceil(frac * n)), None)
+            out[f"ready_{int(frac * 100)}pct_s"] = hit
+        ramp_reqs, _ = reglog.since(reg_mark)
+        out["ramp_registry_requests"] = dict(Counter(m for _, m, _, _ in ramp_reqs))
+        cm_ready = controller_metrics(metrics_port)
+        out["controller_after_ready"] = cm_ready
+        src_ready, _ = count_ready(http, "ocirepositories")
+        out["sources_ready"] = src_ready
+        print(f"[N={n}] all Ready: {out['ready_s']}s (50% {out['ready_50pct_s']}s, 90% "
+              f"{out['ready_90pct_s']}s); sources Ready {src_ready}/{n}; controller CPU "
+              f"{out['controller_cpu_to_ready_s']}s", flush=True)
+
+        # ---- steady state: one source interval, nothing changing
+        time.sleep(args.settle)
+        window = args.window or _seconds(args.source_interval)
+        cm0 = controller_metrics(metrics_port)
+        cpu0 = cpu_seconds(proc.pid) or 0.0
+        api0 = apiserver_requests(http)
+        reg_mark = reglog.mark()
+        log_off = log_path.stat().st_size
+        w0 = time.monotonic()
+        time.sleep(window)
+        api1 = apiserver_requests(http)
+        cm1 = controller_metrics(metrics_port)
+        out["controller_cpu_window_s"] = round((cpu_seconds(proc.pid) or 0.0) - cpu0, 2)
+        w_el = time.monotonic() - w0
+        reqs, other = reglog.since(reg_mark)
+        with open(log_path, "rb") as f:
+            f.seek(log_off)
+            window_log = f.read().decode(errors="replace")
+        hwm = max(hwm, vm_hwm_kib(proc.pid) or 0)
+        out["rss_peak_mib"] = round(hwm / 1024, 1)
+        out["rss_idle_mib"] = round(hwm_idle / 1024, 1)
+        out["window_s"] = round(w_el, 1)
+
+        per_tag: Counter[str] = Counter()
+        kinds: Counter[str] = Counter()
+        for _, method, path, _status in reqs:
+            tag = _tag_of(path)
+            kinds[f"{method} {'manifest' if tag else path}"] += 1
+            if tag:
+                per_tag[tag] += 1
+        interval_s = _seconds(args.source_interval)
+        scale = interval_s / w_el
+        src_reconciles = cm1.get("ocigitops_reconcile_duration_seconds_count:OCIRepository",
+                                 0) - cm0.get(
+            "ocigitops_reconcile_duration_seconds_count:OCIRepository", 0)
+        ks_reconciles = cm1.get("ocigitops_reconcile_duration_seconds_count:Kustomization",
+                                0) - cm0.get(
+            "ocigitops_reconcile_duration_seconds_count:Kustomization", 0)
+        out["registry"] = {
+            "requests": len(reqs), "malformed": len(other),
+            "by_kind": dict(kinds),
+            # Sources are phased by their creation burst: a window shorter than one
+            # interval does not sample each source once, so no rate then.
+            "per_source_per_interval": round(len(reqs) / n * scale, 3)
+            if w_el >= 0.95 * interval_s else None,
+            "per_source_reconcile": round(len(reqs) / src_reconciles, 3)
+            if src_reconciles else None,
+            "sources_hit_count_histogram": dict(Counter(per_tag[f"p{i:04d}"]
+                                                        for i in range(n))),
+            "all_manifest_heads": bool(reqs) and all(
+                m == "HEAD" and _tag_of(p) for _, m, p, _ in reqs) and not other,
+        }
+        # Achieved period: gap between consecutive HEADs of each tag over the whole run.
+        heads: dict[str, list[float]] = defaultdict(list)
+        for t, method, path, _ in reglog.since((0, 0))[0]:
+            tag = _tag_of(path)
+            if method == "HEAD" and tag and tag.startswith("p"):
+                heads[tag].append(t)
+        gaps = [b - a for ts in heads.values() for a, b in itertools.pairwise(ts)]
+        out["registry"]["head_period_median_s"] = round(statistics.median(gaps), 1) \
+            if gaps else None
+        # No source asks twice within one interval: per source, the gaps between its
+        # consecutive requests (any method), from its last request before the window on.
+        by_tag: dict[str, list[float]] = defaultdict(list)
+        for t, _m, path, _ in reglog.since((0, 0))[0]:
+            tag = _tag_of(path)
+            if tag and tag.startswith("p"):
+                by_tag[tag].append(t)
+        steady_gaps = []
+        for ts in by_tag.values():
+            before = [t for t in ts if t < w0]
+            inside = [t for t in ts if w0 <= t <= w0 + w_el]
+            seq = before[-1:] + inside
+            steady_gaps += [b - a for a, b in itertools.pairwise(seq)]
+        out["registry"]["min_gap_s"] = round(min(steady_gaps), 1) if steady_gaps else None
+        out["controller_window"] = {"source_reconciles": src_reconciles,
+                                    "kustomization_reconciles": ks_reconciles}
+
+        # ---- baseline: the same window with the controller stopped
+        hwm = max(hwm, vm_hwm_kib(proc.pid) or 0)
+        out["rss_peak_mib"] = round(hwm / 1024, 1)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60 if args.profile else 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        time.sleep(2)
+        b0 = apiserver_requests(http)
+        bt0 = time.monotonic()
+        time.sleep(w_el)
+        b1 = apiserver_requests(http)
+        bscale = w_el / (time.monotonic() - bt0)
+        with_ctrl = api1 - api0
+        base = Counter({k: round(v * bscale) for k, v in (b1 - b0).items()})
+        keys = set(with_ctrl) | set(base)
+        diff = {k: with_ctrl.get(k, 0) - base.get(k, 0) for k in keys}
+        diff = {k: v for k, v in diff.items() if v}
+        ctrl_total = sum(diff.values())
+        out["api"] = {
+            "window_total": sum(with_ctrl.values()),
+            "baseline_total": sum(base.values()),
+            "controller_per_interval": round(ctrl_total * scale, 1),
+            "controller_per_pair_per_interval": round(ctrl_total * scale / n, 3),
+            "controller_by_kind": dict(sorted(diff.items(), key=lambda kv: -abs(kv[1]))),
+            "controller_log": _http_log(window_log, cluster.server),
+        }
+        out["api"]["controller_log_per_interval"] = round(
+            out["api"]["controller_log"]["total"] * scale, 1)
+        out["controller_log_lines"] = _log_summary(log_path)
+        print(f"[N={n}] steady state: registry {len(reqs)} requests in {w_el:.1f}s "
+              f"({out['registry']['per_source_per_interval']}/source/interval, "
+              f"{out['registry']['per_source_reconcile']}/reconcile, kinds {dict(kinds)}); "
+              f"API {ctrl_total} from the controller (window {out['api']['window_total']}, "
+              f"baseline {out['api']['baseline_total']}); RSS peak {out['rss_peak_mib']} MiB",
+              flush=True)
+        return out
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        http.close()
+        cluster_down(state)  # stops every component; the logs stay under state/logs
+
+
+def _seconds(d: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", d)
+    if not m:
+        raise ValueError(f"bad duration {d!r}")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _http_log(text: str, server: str) -> dict[str, Any]:
+    """The controller's own count of its API requests: httpx logs each one at info
+    ("HTTP Request: METHOD URL ..."), lightkube's and the dynamic client's alike."""
+    c: Counter[str] = Counter()
+    for line in text.splitlines():
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except ValueError:
+            continue
+        m = re.match(r"HTTP Request: (\w+) (\S+)", msg)
+        if m and m.group(2).startswith(server):
+            path = re.sub(r"/namespaces/[^/]+", "/namespaces/*", m.group(2)[len(server):])
+            path = re.sub(r"\?.*", "", path)
+            c[f"{m.group(1)} {path}"] += 1
+    return {"total": sum(c.values()), "by_request": dict(c.most_common(10))}
+
+
+def _log_summary(path: Path) -> dict[str, int]:
+    """Controller log lines by level and message (JSON logs)."""
+    c: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+            c[f"{doc.get('level')}: {doc.get('msg')}"] += 1
+        except ValueError:
+            c["(not json)"] += 1
+    return dict(c.most_common(10))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pairs", default="100,500", help="comma-separated N values")
+    ap.add_argument("--concurrent", type=int, default=10, help="controller --concurrent")
+    ap.add_argument("--per-namespace", type=int, default=50, help="pairs per namespace")
+    ap.add_argument("--source-interval", default="1m", help="OCIRepository interval")
+    ap.add_argument("--ks-interval", default="10m", help="Kustomization interval")
+    ap.add_argument("--ks-timeout", default="5m", help="Kustomization timeout (wait)")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="Kustomizations with wait: false (diagnostic: health wait excluded)")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="steady-state window in seconds (default: one source interval)")
+    ap.add_argument("--settle", type=float, default=5.0,
+                    help="seconds between all Ready and the steady-state window")
+    ap.add_argument("--ready-timeout", type=float, default=600.0)
+    ap.add_argument("--log-level", default="debug", choices=["debug", "info", "warning"])
+    ap.add_argument("--profile", action="store_true",
+                    help="run the controller under cProfile (keeps controller-N.prof)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (prints it)")
+    args = ap.parse_args()
+    # SIGTERM runs the finally blocks (controller stopped, cluster down, temp dir).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ns_list = [int(x) for x in args.pairs.split(",") if x.strip()]
+
+    tmp = Path(tempfile.mkdtemp(prefix="ocigitops-bench-ctrl-"))
+    reglog = RegistryLog()
+    rlogger = logging.getLogger("ocigitops.regserver")
+    rlogger.setLevel(logging.DEBUG)
+    rlogger.propagate = False
+    rlogger.addHandler(reglog)
+    results: list[dict[str, Any]] = []
+    error: str | None = None
+    keep = args.keep or args.profile
+    try:
+        with BackgroundRegistry(tmp / "registry") as reg:
+            tree = write_tree(tmp / "tree")
+            digest = asyncio.run(publish(reg.host, tree, [f"p{i:04d}" for i in
+                                                          range(max(ns_list))]))
+            print(f"registry: embedded at {reg.host}, artifact {digest[:19]}... tagged "
+                  f"{max(ns_list)} times", flush=True)
+            for n in ns_list:
+                results.append(run_one(n, args, tmp, reg, reglog))
+    except Exception as e:  # report what ran, keep the logs
+        error = f"{type(e).__name__}: {e}"
+        keep = True
+        print(f"ERROR: {error}", file=sys.stderr)
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- report
+    print()
+    hdr = (f"{'pairs':>6} {'create':>7} {'all Ready':>10} {'50%':>6} {'90%':>6} "
+           f"{'peak RSS':>9} {'reg/src/int':>12} {'reg/recon':>10} {'API/int':>8} "
+           f"{'API/pair/int':>13} {'API/int (log)':>14}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        ready = f"{r['ready_s']:.1f}s" if r.get("ready_s") is not None else "TIMEOUT"
+        print(f"{r['pairs']:>6} {r['create_s']:>6.1f}s {ready:>10} "
+              f"{_fmt(r.get('ready_50pct_s'))} {_fmt(r.get('ready_90pct_s'))} "
+              f"{r['rss_peak_mib']:>6.1f}MiB "
+              f"{_fmtn(r['registry']['per_source_per_interval'], 12)} "
+              f"{_fmtn(r['registry']['per_source_reconcile'])} "
+              f"{r['api']['controller_per_interval']:>8.0f} "
+              f"{r['api']['controller_per_pair_per_interval']:>13.3f} "
+              f"{r['api']['controller_log_per_interval']:>14.0f}")
+    print()
+    for r in results:
+        print(f"N={r['pairs']}: registry requests in the window by kind "
+              f"{r['registry']['by_kind']}, sources by hit count "
+              f"{r['registry']['sources_hit_count_histogram']}, HEAD period median "
+              f"{r['registry']['head_period_median_s'] or '-'}s, shortest gap between two "
+              f"requests of one source {r['registry']['min_gap_s'] or '-'}s; reconciles in "
+              f"the window "
+              f"{r['controller_window']}")
+        top = list(r["api"]["controller_by_kind"].items())[:8]
+        print(f"N={r['pairs']}: controller API requests per window (with - without "
+              f"controller) by verb/resource: {dict(top)}")
+        print(f"N={r['pairs']}: the controller's own log of its API requests in the window: "
+              f"{r['api']['controller_log']}")
+    print()
+    targets: dict[str, bool] = {}
+    skipped: list[str] = []
+    for r in results:
+        n = r["pairs"]
+        if n == READY_TARGET_PAIRS:
+            how = " (wait: false, diagnostic)" if args.no_wait else ""
+            targets[f"{n} pairs all Ready < {READY_TARGET_S:.0f}s{how}"] = \
+                r.get("ready_s") is not None and r["ready_s"] < READY_TARGET_S
+        targets[f"N={n}: controller peak RSS < {RSS_TARGET_MB:.0f} MB"] = \
+            r["rss_peak_mib"] * 1.048576 < RSS_TARGET_MB
+        # Exactly one manifest HEAD per source per interval: only manifest HEADs in the
+        # window, no source asked twice within 0.9 interval (jitter is +-5%), and the
+        # rate is 1.0 up to the window's edge effects.
+        reg = r["registry"]
+        reg_ok = (reg["all_manifest_heads"]
+                  and reg["min_gap_s"] is not None
+                  and reg["min_gap_s"] >= 0.9 * _seconds(args.source_interval)
+                  and reg["per_source_per_interval"] is not None
+                  and abs(reg["per_source_per_interval"] - REG_TARGET) <= 0.1)
+        name = f"N={n}: registry requests per source per interval == 1 (manifest HEAD)"
+        if reg["per_source_per_interval"] is None:
+            skipped.append(f"{name}: the window is shorter than one source interval")
+        else:
+            targets[name] = bool(reg_ok)
+    for name, ok in targets.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    for why in skipped:
+        print(f"SKIP  {why}")
+    if error:
+        print(f"ERROR  {error}")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+          f"{os.cpu_count()} CPUs (the cluster, registry and controller share them)")
+    doc = {
+        "concurrent": args.concurrent, "source_interval": args.source_interval,
+        "ks_interval": args.ks_interval, "per_namespace": args.per_namespace,
+        "wait": not args.no_wait,
+        "profile": args.profile, "cpus": os.cpu_count(),
+        "python": platform.python_version(), "loadavg": [round(x, 2) for x in load],
+        "results": results, "error": error,
+        "targets": {k: ("PASS" if v else "MISS") for k, v in targets.items()},
+        "skipped": skipped,
+    }
+    print("BENCH_JSON " + json.dumps(doc, sort_keys=True))
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    return f"{v:>5.1f}s" if v is not None else f"{'-':>6}"
+
+
+def _fmtn(v: float | None, width: int = 10) -> str:
+    return f"{v:>{width}.3f}" if v is not None else f"{'-':>{width}}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
