@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ocigitops.errors import OcigitopsError
 from ocigitops.ignore import matcher, read_sourceignore
 from ocigitops.render import build_kustomization
 from puller import conditions as cond
-from puller.api.kustomization import KIND, Kustomization, parse_kustomization
+from puller.api.kustomization import HISTORY_LIMIT, KIND, Kustomization, parse_kustomization
 from puller.api.meta import API_VERSION
 from puller.api.schema import ValidationError
 from puller.apply import (
@@ -48,25 +48,12 @@ from puller.apply import (
 )
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
-from puller.reconcile import begin
+from puller.reconcile import Outcome, begin
 from puller.substitute import substitute_objects
 
 SOURCE_API_VERSION = API_VERSION
 FINALIZER = "finalizers.ocigitops.dev"
-HISTORY_LIMIT = 5
 OVERLAY_DIR = "__ocigitops_overlay__"
-
-
-@dataclass
-class Outcome:
-    """New status, when to come back, events; ``applied`` when a revision was applied."""
-
-    status: dict[str, Any]
-    requeue_after: float | None
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-    failed: bool = False
-    remove_finalizer: bool = False
-    add_finalizer: bool = False
 
 
 @dataclass

@@ -33,6 +33,7 @@ from puller import kustomization as ks_rec
 from puller.api.meta import GROUP, RECONCILE_REQUESTED_AT, VERSION
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
+from puller.reconcile import Outcome
 from puller.runtime.informer import Informer, Key
 from puller.runtime.leader import LeaderElector
 from puller.runtime.queue import ShutDown, WorkQueue, jittered
@@ -226,15 +227,15 @@ class Controller:
     async def _handle(self, kind: str, key: Key, obj: Any) -> float | None:
         plain = dict(obj)
         if kind == "OCIRepository":
-            out: Any = await oci_rec.reconcile(plain, self.source_ctx)
+            out: Outcome = await oci_rec.reconcile(plain, self.source_ctx)
         else:
             out = await ks_rec.reconcile(plain, self.ks_ctx)
         api_version = oci_rec.API_VERSION
-        if getattr(out, "add_finalizer", False):
+        if out.add_finalizer:
             fins = list((plain.get("metadata") or {}).get("finalizers") or [])
             await self.dyn.patch_metadata(api_version, kind, key[1], key[0],
                                           {"finalizers": [*fins, ks_rec.FINALIZER]})
-        if getattr(out, "remove_finalizer", False):
+        if out.remove_finalizer:
             fins = [f for f in (plain.get("metadata") or {}).get("finalizers") or []
                     if f != ks_rec.FINALIZER]
             await self.dyn.patch_metadata(api_version, kind, key[1], key[0],
@@ -251,7 +252,7 @@ class Controller:
         # parked on it: after a restart (or on a new leader) the artifact cache starts
         # empty, a Kustomization reconciled before its source finds the artifact missing
         # and, without this, would wait a whole retryInterval for the same revision.
-        if kind == "OCIRepository" and getattr(out, "new_revision", False):
+        if kind == "OCIRepository" and out.new_revision:
             self._wake_users_of(key)
         elif kind == "OCIRepository" and ready.get("status") == cond.TRUE:
             self._wake_users_of(key, only_waiting=True)

@@ -4,11 +4,26 @@ spec that does not parse (Stalled, no retry: only an edit can fix it)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from puller import conditions as cond
 from puller.api.meta import RECONCILE_REQUESTED_AT
+
+
+@dataclass
+class Outcome:
+    """What a reconcile decided: the new status, when to come back, events to record, and
+    what the caller should also do (finalizers, waking dependents)."""
+
+    status: dict[str, Any]
+    requeue_after: float | None
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    failed: bool = False
+    #: A source stored a revision it did not have before.
+    new_revision: bool = False
+    add_finalizer: bool = False
+    remove_finalizer: bool = False
 
 
 @dataclass

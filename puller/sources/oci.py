@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +33,13 @@ from puller.api.schema import ValidationError
 from puller.api.verification import build_signature_policy, referenced_secrets
 from puller.cache import ArtifactCache
 from puller.kube import DynamicClient
-from puller.reconcile import begin
+from puller.reconcile import Outcome, begin
 from verifier.errors import PolicyError
 from verifier.verify import verify_artifact
 
 ARTIFACT_IN_STORAGE = "ArtifactInStorage"
 FETCH_FAILED = "FetchFailed"
 SOURCE_VERIFIED = "SourceVerified"
-
-
-@dataclass
-class Outcome:
-    """What a reconcile decided: the new status, when to come back, events to record."""
-
-    status: dict[str, Any]
-    requeue_after: float | None
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-    new_revision: bool = False
-    failed: bool = False
 
 
 @dataclass
