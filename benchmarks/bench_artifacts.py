@@ -24,18 +24,17 @@ import os
 import platform
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from measure import Sample, med, rss_via, run_measured  # noqa: E402
 
 from tests.registries import debian  # noqa: E402
 from tests.tools import tool  # noqa: E402
@@ -191,65 +190,6 @@ def gzip_ratio(root: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Sample:
-    """One process run: wall seconds, peak RSS in MiB, user+sys CPU seconds."""
-
-    wall: float
-    rss_mib: float
-    cpu: float
-
-
-GNU_TIME = "/usr/bin/time"
-
-
-def run_measured(argv: list[str], log: Path) -> Sample:
-    """Run ``argv`` to completion: its wall time, peak RSS and CPU time.
-
-    On Linux a process's ``ru_maxrss`` survives ``exec``: a child forked (or vforked)
-    straight from this benchmark starts with *our* peak RSS as its floor (~70 MiB here,
-    more than a whole ``flux`` run). So when GNU ``/usr/bin/time`` exists the command is
-    started through it: ``time`` is a tiny C process, its child's ``ru_maxrss`` (which it
-    gets from ``wait4``) is exact. Otherwise ``os.wait4`` on a direct child is used and
-    the RSS has that floor.
-    """
-    via_time = os.access(GNU_TIME, os.X_OK)
-    with tempfile.NamedTemporaryFile("r", suffix=".rusage") as ru_file, \
-            open(log, "ab") as out:
-        out.write(("\n$ " + " ".join(argv) + "\n").encode())
-        out.flush()
-        # Flush earlier runs' dirty pages (pulled trees, deleted dirs) so their writeback
-        # is not billed to this run.
-        os.sync()
-        full = [GNU_TIME, "-f", "%M %U %S %x", "-o", ru_file.name, *argv] if via_time \
-            else argv
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from re-waiting
-        if via_time:
-            # "Command exited with non-zero status N" may precede the numbers.
-            fields = ru_file.read().split()[-4:]
-            rss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
-        else:
-            rss_kib, cpu = ru.ru_maxrss, ru.ru_utime + ru.ru_stime  # Linux: KiB
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}:\n{tail}")
-    return Sample(wall=wall, rss_mib=rss_kib / 1024, cpu=cpu)
-
-
-def med(samples: list[Sample]) -> dict[str, float]:
-    """Medians of each field."""
-    return {
-        "wall_s": statistics.median(s.wall for s in samples),
-        "rss_mib": statistics.median(s.rss_mib for s in samples),
-        "cpu_s": statistics.median(s.cpu for s in samples),
-        "n": len(samples),
-    }
-
-
 def count_files(root: Path) -> int:
     """Regular files under root."""
     return sum(1 for p in root.rglob("*") if p.is_file())
@@ -295,8 +235,8 @@ def main() -> int:
                 for who in order:
                     ref = f"oci://{host}/bench/{who}-{i}:v{i}"
                     exe = ours if who == "ours" else flux
-                    s = run_measured([exe, "push", "artifact", ref, "--path", str(tree),
-                                      *common], log)
+                    s, _ = run_measured([exe, "push", "artifact", ref, "--path", str(tree),
+                                         *common], log, sync=True)
                     push[who].append(s)
                     refs[who].append(ref)
                     print(f"  push {who:4s} #{i}: {s.wall:6.2f}s {s.rss_mib:7.1f} MiB",
@@ -316,8 +256,9 @@ def main() -> int:
                         out = tmp / f"pull-{who}-{src}-{i}"
                         out.mkdir()  # flux needs it to exist; fresh and empty for both
                         exe = ours if who == "ours" else flux
-                        s = run_measured([exe, "pull", "artifact", ref, "--output", str(out),
-                                          "--insecure-registry"], log)
+                        s, _ = run_measured([exe, "pull", "artifact", ref, "--output",
+                                             str(out), "--insecure-registry"], log,
+                                            sync=True)
                         got = count_files(out)
                         if got != args.files:
                             raise RuntimeError(f"{who} pulled {got} files from {ref}")
@@ -335,7 +276,7 @@ def main() -> int:
             order = ["ours", "flux"] if i % 2 == 0 else ["flux", "ours"]
             for who in order:
                 exe = ours if who == "ours" else flux
-                start[who].append(run_measured([exe, "--version"], log))
+                start[who].append(run_measured([exe, "--version"], log, sync=True)[0])
         results["startup"] = {k: med(v) for k, v in start.items()}
     finally:
         if args.keep:
@@ -378,7 +319,7 @@ def main() -> int:
         "gzip_ratio": round(tar_bytes / gz_bytes, 2), "repeat": args.repeat,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "loadavg": [round(x, 2) for x in load],
-        "rss_via": "gnu-time" if os.access(GNU_TIME, os.X_OK) else "wait4",
+        "rss_via": rss_via(),
         "results": results, "ratios": ratios,
         "targets": {k: ("PASS" if v else "MISS") for k, v in targets.items()},
     }

@@ -32,13 +32,14 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from measure import CommandFailed, Sample, med, rss_via, run_measured  # noqa: E402
 
 PASSWORD = "bench-verify-pw"
 #: Cheapest scrypt cost cosign accepts (only used for the in-memory throughput key).
@@ -48,69 +49,10 @@ NOTATION_STORE = "bench"
 NOTATION_IDENTITY = f"x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN={NOTATION_KEY}"
 SOURCE = "https://github.com/example/bench"
 REVISION = "main@sha1:" + "0" * 40
-GNU_TIME = "/usr/bin/time"
 
 # --------------------------------------------------------------------------------------
-# Measurement (as in bench_artifacts.py, plus an environment for the peers)
+# Peers (measurement itself is in measure.py)
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    """One process run: wall seconds, peak RSS in MiB, user+sys CPU seconds."""
-
-    wall: float
-    rss_mib: float
-    cpu: float
-
-
-class CommandFailed(RuntimeError):
-    """A measured command exited non-zero."""
-
-
-def run_measured(argv: list[str], log: Path, env: dict[str, str]) -> tuple[Sample, str]:
-    """Run ``argv`` to completion: its wall time, peak RSS, CPU time, and its stdout.
-
-    On Linux ``ru_maxrss`` survives ``exec``: a child forked straight from this benchmark
-    would start with *our* peak RSS as its floor. So when GNU ``/usr/bin/time`` exists the
-    command runs under it (a tiny C process; the rusage it gets from ``wait4`` is exact).
-    Otherwise ``os.wait4`` on a direct child is used and the RSS has that floor.
-    """
-    via_time = os.access(GNU_TIME, os.X_OK)
-    with tempfile.NamedTemporaryFile("r", suffix=".rusage") as ru_file, \
-            tempfile.TemporaryFile("w+b") as stdout, open(log, "ab") as out:
-        out.write(("\n$ " + " ".join(argv) + "\n").encode())
-        out.flush()
-        full = [GNU_TIME, "-f", "%M %U %S %x", "-o", ru_file.name, *argv] if via_time \
-            else argv
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=stdout, stderr=out, stdin=subprocess.DEVNULL,
-                                env=env)
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from re-waiting
-        if via_time:
-            fields = ru_file.read().split()[-4:]
-            rss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
-        else:
-            rss_kib, cpu = ru.ru_maxrss, ru.ru_utime + ru.ru_stime  # Linux: KiB
-        stdout.seek(0)
-        text = stdout.read().decode(errors="replace")
-        out.write(text.encode())
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise CommandFailed(f"{Path(argv[0]).name} exited {proc.returncode}:\n{tail}")
-    return Sample(wall=wall, rss_mib=rss_kib / 1024, cpu=cpu), text
-
-
-def med(samples: list[Sample]) -> dict[str, float]:
-    """Medians of each field."""
-    return {
-        "wall_s": statistics.median(s.wall for s in samples),
-        "rss_mib": statistics.median(s.rss_mib for s in samples),
-        "cpu_s": statistics.median(s.cpu for s in samples),
-        "n": len(samples),
-    }
 
 
 def ours_exe() -> str:
@@ -290,7 +232,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ocigitops-bench-verify-"))
     doc: dict[str, Any] = {"repeat": args.repeat, "cpus": os.cpu_count(),
                            "python": platform.python_version(),
-                           "rss_via": "gnu-time" if os.access(GNU_TIME, os.X_OK) else "wait4"}
+                           "rss_via": rss_via()}
     try:
         bench(args, tmp, doc)
     except Exception as e:  # report, don't gate (the brief: always exit 0)
