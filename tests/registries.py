@@ -78,26 +78,31 @@ def free_port() -> int:
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None,
-              timeout: float = 20.0, verify: ssl.SSLContext | bool = False) -> None:
-    """Wait until ``url`` answers (any status); fail with the log tail otherwise."""
+              timeout: float = 20.0, verify: ssl.SSLContext | bool = False,
+              status: int | None = None) -> None:
+    """Wait until ``url`` answers (with ``status``, or any status when None); fail with the
+    log tail otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise RuntimeError(f"server exited early (code {proc.returncode}):\n{tail}")
         try:
-            httpx.get(url, timeout=1.0, verify=verify)
-            return
+            got = httpx.get(url, timeout=1.0, verify=verify).status_code
+            if status is None or got == status:
+                return
         except httpx.HTTPError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{tail}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
     proc.terminate()
     try:
-        proc.wait(10)
+        proc.wait(grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
@@ -207,7 +212,7 @@ def debian(tmp: Path, *, auth: bool = False, tls: bool = False,
         wait_http(f"{scheme}://{reg.host}/v2/", proc, reg.log, verify=ctx or False)
         yield reg
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextmanager
@@ -226,7 +231,7 @@ def _binary_registry(tmp: Path, name: str, argv: list[str],
         wait_http(f"http://{reg.host}/v2/", proc, log)
         yield reg
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @contextmanager

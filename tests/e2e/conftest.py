@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from lightkube import Client, KubeConfig
@@ -34,7 +33,7 @@ from ocigitops.errors import OcigitopsError
 from puller.api.meta import API_VERSION
 from puller.devcluster import Cluster, cluster_down, cluster_up
 from puller.kube import DynamicClient
-from tests.registries import free_port
+from tests.registries import free_port, stop_process, wait_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,26 +213,11 @@ def controller(kube_api: Kube, kube_cluster: Cluster,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     ctl = ControllerProcess(proc, log)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{health}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"controller not ready:\n{ctl.log_tail(3000)}")
-        if proc.poll() is not None:
-            pytest.fail(f"controller exited:\n{ctl.log_tail(3000)}")
+        try:
+            wait_http(f"http://127.0.0.1:{health}/readyz", proc, log, timeout=30, status=200)
+        except RuntimeError as e:
+            pytest.fail(f"controller not ready: {e}")
         yield ctl
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, grace=15)
         print(f"\ncontroller log tail:\n{ctl.log_tail()}")
