@@ -66,6 +66,18 @@ class DigestMismatchError(OcigitopsError):
     """Content did not hash to the digest it was requested by or declared with."""
 
 
+class InvalidDigestError(DigestMismatchError):
+    """A digest is not canonical sha256/sha512 (another algorithm, upper case, bad length)."""
+
+
+class MalformedDocumentError(OcigitopsError):
+    """A JSON document from the network is invalid, ambiguous (duplicate keys) or too deep."""
+
+
+class DeadlineExceededError(OcigitopsError):
+    """An operation did not finish within its overall time limit."""
+
+
 class SizeMismatchError(OcigitopsError):
     """Content was shorter or longer than its descriptor said (truncated download)."""
 
