@@ -40,6 +40,8 @@ from sigstore_models.bundle.v1 import Bundle as _RawBundle
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.trustroot import v1 as trustroot_v1
 
+from ocigitops import jsonsafe
+from ocigitops.errors import MalformedDocumentError
 from verifier.errors import (
     CertificateError,
     DigestMismatchError,
@@ -64,6 +66,11 @@ from verifier.simplesigning import check_digest
 MAX_BUNDLE_BYTES = 1 << 20
 MAX_TIMESTAMPS = 32
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+#: The predicate type of the in-toto statement ``cosign sign`` (v3) signs. A bundle with
+#: another predicate (SLSA provenance, a vulnerability scan...) is an attestation: it
+#: says something about the artifact, it does not approve it, and ``cosign verify`` does
+#: not take it as a signature (attestations are ``cosign verify-attestation``'s job).
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 BUNDLE_MEDIA_TYPES = frozenset({
     "application/vnd.dev.sigstore.bundle+json;version=0.1",
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
@@ -79,6 +86,21 @@ PUBLIC_GOOD_TRUSTED_ROOT = (
 )
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception message on one line, bounded (pydantic writes several lines)."""
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+def _strict_json(data: bytes | str, what: str) -> Any:
+    """Strict JSON: duplicate keys (also equal ignoring case, as Go matches struct fields)
+    and deep nesting are a :class:`MalformedSignatureError`, not a parser differential."""
+    try:
+        return jsonsafe.loads(data, what)
+    except MalformedDocumentError as exc:
+        raise MalformedSignatureError(str(exc)) from exc
+
+
 def _read_limited(data: bytes | str, what: str) -> bytes:
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) > MAX_BUNDLE_BYTES:
@@ -88,11 +110,12 @@ def _read_limited(data: bytes | str, what: str) -> bytes:
 
 def _with_tlog_entries(raw: bytes) -> bytes:
     """cosign v3 omits ``verificationMaterial.tlogEntries`` when it is empty (signing with
-    ``--tlog-upload=false``); the protobuf models require the field. Add it as empty."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return raw  # the parser reports it
+    ``--tlog-upload=false``); the protobuf models require the field. Add it as empty.
+
+    The bundle is read strictly first: the protobuf models' parser keeps the last of
+    duplicate keys, Go's protojson refuses them, and so do we.
+    """
+    doc = _strict_json(raw, "bundle")
     vm = doc.get("verificationMaterial") if isinstance(doc, dict) else None
     if isinstance(vm, dict) and "tlogEntries" not in vm:
         vm["tlogEntries"] = []
@@ -126,13 +149,11 @@ def load_trusted_root(source: bytes | str | Path | None = None) -> TrustedRoot:
     raw = source.read_bytes() if isinstance(source, Path) else (
         source.encode() if isinstance(source, str) else source)
     try:
-        doc = json.loads(raw)
-        if not isinstance(doc, dict):
-            raise ValueError("not a JSON object")
+        doc = jsonsafe.loads_object(raw, "trusted root")
         _inclusive_tsa_end(doc)
         return TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(doc)))
-    except (ValueError, SigstoreError) as exc:
-        raise MalformedSignatureError(f"trusted root is invalid: {exc}") from exc
+    except (ValueError, SigstoreError, MalformedDocumentError) as exc:
+        raise MalformedSignatureError(f"trusted root is invalid: {_one_line(exc)}") from exc
 
 
 def _hashed(artifact: bytes | None, digest: str | None) -> Hashed:
@@ -152,17 +173,27 @@ def _digest_str(h: Hashed) -> str:
     return "sha256:" + h.digest.hex()
 
 
-def _check_statement(payload_type: str, payload: bytes, want: Hashed) -> dict[str, Any]:
-    """The DSSE payload must be an in-toto statement with ``want`` among its subjects."""
+def _check_statement(payload_type: str, payload: bytes, want: Hashed,
+                     predicate_type: str | None = None) -> dict[str, Any]:
+    """The DSSE payload must be an in-toto statement with ``want`` among its subjects.
+
+    ``predicate_type``, when given, must be the statement's ``predicateType``: a signature
+    check passes :data:`COSIGN_SIGN_PREDICATE`, so an attestation signed by the same key
+    (SLSA provenance, a scan) does not count as a signature.
+    """
     if payload_type != INTOTO_PAYLOAD_TYPE:
-        raise MalformedSignatureError(f"DSSE payload type {payload_type!r} is not in-toto")
-    try:
-        stmt = json.loads(payload)
-        subjects = stmt["subject"]
-        if not isinstance(subjects, list):
-            raise TypeError("subject is not a list")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise MalformedSignatureError(f"DSSE payload is not an in-toto statement: {exc}") from exc
+        raise MalformedSignatureError(
+            f"DSSE payload type {payload_type!r} is not {INTOTO_PAYLOAD_TYPE}")
+    stmt = _strict_json(payload, "in-toto statement")
+    subjects = stmt.get("subject") if isinstance(stmt, dict) else None
+    if not isinstance(subjects, list):
+        raise MalformedSignatureError("DSSE payload is not an in-toto statement with subjects")
+    got = stmt.get("predicateType")
+    if predicate_type is not None and got != predicate_type:
+        shown = repr(got) if len(repr(got)) <= 120 else repr(got)[:120] + "..."
+        raise SignatureVerificationError(
+            f"bundle is an attestation (predicate type {shown}), not a signature: only "
+            f"{predicate_type} approves the artifact, as in cosign verify")
     hexd = want.digest.hex()
     for s in subjects:
         d = s.get("digest") if isinstance(s, dict) else None
@@ -186,24 +217,27 @@ def verify_bundle_keyless(
     artifact: bytes | None = None,
     digest: str | None = None,
     trusted_root: TrustedRoot | None = None,
+    predicate_type: str | None = None,
 ) -> SignatureVerification:
     """Verify a Fulcio-certificate bundle for ``artifact`` bytes or its ``sha256:`` digest.
 
     The certificate must chain to ``trusted_root`` (default: public good), the identity must
     satisfy ``identity``, and the Rekor entry and timestamps must verify. For DSSE bundles the
-    in-toto statement must list the digest as a subject.
+    in-toto statement must list the digest as a subject and, when ``predicate_type`` is
+    given (:data:`COSIGN_SIGN_PREDICATE` to verify a signature), have that predicate type.
     """
     want = _hashed(artifact, digest)
     raw = _read_limited(bundle, "bundle")
+    _strict_json(raw, "bundle")
     try:
         b = Bundle.from_json(raw)
-    except (SigstoreError, ValueError) as exc:
-        raise MalformedSignatureError(f"bundle is invalid: {exc}") from exc
+    except (SigstoreError, ValueError, x509.InvalidVersion, x509.DuplicateExtension) as exc:
+        raise MalformedSignatureError(f"bundle is invalid: {_one_line(exc)}") from exc
     root = trusted_root if trusted_root is not None else load_trusted_root()
     cert = b.signing_certificate
     try:
         identity.verify(cert)
-    except SigstoreError as exc:
+    except (SigstoreError, ValueError, x509.DuplicateExtension) as exc:  # or unreadable
         raise IdentityMismatchError(f"signer identity rejected: {exc}") from exc
     try:
         statement: dict[str, Any] | None = None
@@ -211,11 +245,11 @@ def verify_bundle_keyless(
         kind = b.log_entry._inner.kind_version
         if b._dsse_envelope is not None and (kind.kind, kind.version) == ("intoto", "0.0.2"):
             payload_type, payload = _IntotoVerifier(trusted_root=root).verify_intoto(b, identity)
-            statement = _check_statement(payload_type, payload, want)
+            statement = _check_statement(payload_type, payload, want, predicate_type)
         elif b._dsse_envelope is not None:
             verifier = Verifier(trusted_root=root)
             payload_type, payload = verifier.verify_dsse(b, identity)
-            statement = _check_statement(payload_type, payload, want)
+            statement = _check_statement(payload_type, payload, want, predicate_type)
         else:
             Verifier(trusted_root=root).verify_artifact(
                 artifact if artifact is not None else want, b, identity)
@@ -296,7 +330,7 @@ def _check_intoto_body(bundle: Bundle) -> None:
     envelope = bundle._dsse_envelope
     assert envelope is not None
     try:
-        body = json.loads(bundle.log_entry._inner.canonicalized_body)
+        body = jsonsafe.loads(bundle.log_entry._inner.canonicalized_body, "intoto log entry")
         content = body["spec"]["content"]
         ph = content["payloadHash"]
         logged = content["envelope"]["signatures"]
@@ -304,8 +338,11 @@ def _check_intoto_body(bundle: Bundle) -> None:
         got_sigs = sorted(_unwrap_b64(s["sig"]) for s in logged)
         certs = {x509.load_pem_x509_certificate(base64.b64decode(s["publicKey"]))
                  for s in logged}
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise SigstoreVerificationError(f"intoto log entry is malformed: {exc}") from exc
+    except (ValueError, KeyError, TypeError, binascii.Error, MalformedDocumentError) as exc:
+        raise SigstoreVerificationError(f"intoto log entry is malformed: {_one_line(exc)}") \
+            from exc
+    if not isinstance(ph, dict):
+        raise SigstoreVerificationError("intoto log entry payload hash is not an object")
     if ph.get("algorithm") != "sha256" or \
             ph.get("value") != hashlib.sha256(envelope._inner.payload).hexdigest():
         raise SigstoreVerificationError("log entry payload hash does not match bundle")
@@ -332,7 +369,7 @@ def _verify_tsa(responses: list[TimeStampResponse], signature: bytes,
                 builder = builder.add_intermediate_certificate(c)
             try:
                 builder.build().verify_message(tsr, signature)
-            except Rfc3161VerificationError:
+            except (Rfc3161VerificationError, ValueError):
                 continue
             gen = tsr.tst_info.gen_time
             end = ca.validity_period_end
@@ -365,10 +402,10 @@ def _check_key_entry_body(body: bytes, kind: str, version: str, *, key: PublicKe
                           dsse_payload: bytes | None) -> None:
     """The logged entry must be about this signature, key and content."""
     try:
-        entry = json.loads(body)
+        entry = jsonsafe.loads_object(body, "log entry body")
         spec = entry["spec"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise TransparencyLogError(f"log entry body is malformed: {exc}") from exc
+    except (MalformedDocumentError, KeyError, TypeError) as exc:
+        raise TransparencyLogError(f"log entry body is malformed: {_one_line(exc)}") from exc
     if entry.get("kind") != kind or entry.get("apiVersion") != version:
         raise TransparencyLogError("log entry body kind/version differ from the bundle's")
     try:
@@ -396,8 +433,8 @@ def _check_key_entry_body(body: bytes, kind: str, version: str, *, key: PublicKe
                   and _same_key(_b64(sigs[0]["verifier"], "key"), key, pem=True))
         else:
             raise TransparencyLogError(f"log entry kind {kind}/{version} is not supported")
-    except (KeyError, TypeError) as exc:
-        raise TransparencyLogError(f"log entry body is malformed: {exc}") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise TransparencyLogError(f"log entry body is malformed: {_one_line(exc)}") from exc
     if not ok:
         raise TransparencyLogError("transparency log entry is inconsistent with the bundle")
 
@@ -410,18 +447,21 @@ def verify_bundle_with_key(
     digest: str | None = None,
     trusted_root: TrustedRoot | None = None,
     require_tlog: bool = True,
+    predicate_type: str | None = None,
 ) -> SignatureVerification:
     """Verify a bundle signed with a managed key (``verificationMaterial.publicKey``).
 
     ``require_tlog=False`` is cosign's ``--insecure-ignore-tlog``: the log entry is then
-    checked only if present. Raises a :class:`SignatureVerificationError` subclass.
+    checked only if present. ``predicate_type`` (:data:`COSIGN_SIGN_PREDICATE` to verify a
+    signature) is required of a DSSE bundle's statement when given. Raises a
+    :class:`SignatureVerificationError` subclass.
     """
     want = _hashed(artifact, digest)
     raw = _with_tlog_entries(_read_limited(bundle, "bundle"))
     try:
         b = _RawBundle.from_json(raw)
     except ValueError as exc:
-        raise MalformedSignatureError(f"bundle is invalid: {exc}") from exc
+        raise MalformedSignatureError(f"bundle is invalid: {_one_line(exc)}") from exc
     if b.media_type not in BUNDLE_MEDIA_TYPES:
         raise MalformedSignatureError(f"unsupported bundle media type {b.media_type!r}")
     vm = b.verification_material
@@ -443,7 +483,7 @@ def verify_bundle_with_key(
         signature = env.signatures[0].sig
         verify_signature(key, signature, pae(env.payload_type, env.payload))
         payload_type, dsse_payload = env.payload_type, env.payload
-        statement = _check_statement(env.payload_type, env.payload, want)
+        statement = _check_statement(env.payload_type, env.payload, want, predicate_type)
         logged_digest = hashlib.sha256(pae(env.payload_type, env.payload)).digest()
     elif b.message_signature is not None:
         ms = b.message_signature
@@ -514,12 +554,16 @@ def bundle_certificate(bundle: bytes | str) -> x509.Certificate | None:
     try:
         b = _RawBundle.from_json(_with_tlog_entries(_read_limited(bundle, "bundle")))
     except ValueError as exc:
-        raise MalformedSignatureError(f"bundle is invalid: {exc}") from exc
+        raise MalformedSignatureError(f"bundle is invalid: {_one_line(exc)}") from exc
     vm = b.verification_material
-    if vm.certificate is not None:
-        return x509.load_der_x509_certificate(vm.certificate.raw_bytes)
-    if vm.x509_certificate_chain is not None and vm.x509_certificate_chain.certificates:
-        return x509.load_der_x509_certificate(vm.x509_certificate_chain.certificates[0].raw_bytes)
+    try:
+        if vm.certificate is not None:
+            return x509.load_der_x509_certificate(vm.certificate.raw_bytes)
+        if vm.x509_certificate_chain is not None and vm.x509_certificate_chain.certificates:
+            return x509.load_der_x509_certificate(
+                vm.x509_certificate_chain.certificates[0].raw_bytes)
+    except (ValueError, x509.InvalidVersion) as exc:  # not DER, or not a certificate
+        raise MalformedSignatureError(f"bundle certificate is invalid: {_one_line(exc)}") from exc
     return None
 
 

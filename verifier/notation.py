@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -42,6 +42,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from rfc3161_client import VerificationError as Rfc3161VerificationError
 from rfc3161_client import VerifierBuilder, decode_timestamp_response
 
+from ocigitops import jsonsafe
+from ocigitops.errors import MalformedDocumentError
 from verifier.errors import (
     CertificateError,
     DigestMismatchError,
@@ -117,11 +119,92 @@ def _b64url(value: Any, what: str) -> bytes:
         raise MalformedSignatureError(f"JWS {what} is not base64url") from exc
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception message on one line, bounded: reasons stay one line."""
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Strict JSON (no duplicate keys, also ignoring case, as Go would read them)."""
+    try:
+        return jsonsafe.loads_object(data, what)
+    except MalformedDocumentError as exc:
+        raise MalformedSignatureError(str(exc)) from exc
+
+
+_CBOR_MAX_DEPTH = 32
+
+
+def _cbor_key(raw: bytes) -> Any:
+    try:
+        key = cbor2.loads(raw)
+        hash(key)
+    except Exception:
+        return ("raw", raw)
+    return (type(key).__name__, key)
+
+
+def _cbor_item(data: bytes, pos: int, depth: int) -> int:
+    """End offset of the CBOR item at ``pos``; refuses duplicate map keys, indefinite
+    lengths and truncation."""
+    if depth > _CBOR_MAX_DEPTH:
+        raise ValueError("CBOR is nested too deeply")
+    if pos >= len(data):
+        raise ValueError("CBOR is truncated")
+    major, info = data[pos] >> 5, data[pos] & 0x1F
+    pos += 1
+    if info < 24:
+        arg = info
+    elif info <= 27:
+        n = 1 << (info - 24)
+        if pos + n > len(data):
+            raise ValueError("CBOR is truncated")
+        arg = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    else:
+        raise ValueError("indefinite-length or reserved CBOR items are not accepted")
+    if major in (0, 1, 7):
+        return pos
+    if major in (2, 3):
+        if pos + arg > len(data):
+            raise ValueError("CBOR is truncated")
+        return pos + arg
+    if major == 4:
+        for _ in range(arg):
+            pos = _cbor_item(data, pos, depth + 1)
+        return pos
+    if major == 5:
+        seen: set[Any] = set()
+        for _ in range(arg):
+            start = pos
+            pos = _cbor_item(data, pos, depth + 1)
+            key = _cbor_key(data[start:pos])
+            if key in seen:
+                raise ValueError(f"CBOR map has the key {key[1]!r} twice")
+            seen.add(key)
+            pos = _cbor_item(data, pos, depth + 1)
+        return pos
+    return _cbor_item(data, pos, depth + 1)  # major 6: a tag and its item
+
+
+def _cbor_unique_keys(data: bytes) -> None:
+    """Refuse CBOR that go-cose would refuse and cbor2 reads: duplicate map keys (cbor2
+    keeps the last), indefinite lengths, trailing bytes."""
+    if _cbor_item(data, 0, 0) != len(data):
+        raise ValueError("CBOR has trailing bytes")
+
+
 def _parse_time(value: Any, what: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MalformedSignatureError(f"{what} is not a finite time")
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise MalformedSignatureError(f"{what} {value!r} is out of range") from exc
     if isinstance(value, str):
         try:
             t = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -140,9 +223,9 @@ def _load_chain(ders: list[bytes]) -> tuple[x509.Certificate, ...]:
         raise MalformedSignatureError(f"certificate chain is longer than {MAX_CHAIN_LENGTH}")
     try:
         return tuple(x509.load_der_x509_certificate(d) for d in ders)
-    except ValueError as exc:
-        raise MalformedSignatureError(f"certificate chain holds an invalid certificate: {exc}") \
-            from exc
+    except (ValueError, TypeError) as exc:
+        raise MalformedSignatureError(
+            f"certificate chain holds an invalid certificate: {_one_line(exc)}") from exc
 
 
 def _check_protected(h: Mapping[str, Any], crit: Any, fmt: str) -> tuple[str, ...]:
@@ -198,25 +281,15 @@ def _build(fmt: str, alg: str, h: Mapping[str, Any], payload: bytes, signature: 
 
 def parse_jws(data: bytes) -> NotationEnvelope:
     """Parse a flattened JWS JSON notation envelope."""
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedSignatureError(f"JWS envelope is not JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise MalformedSignatureError("JWS envelope is not a JSON object")
+    doc = _json_object(data, "JWS envelope")
     protected_b64 = doc.get("protected")
     payload_b64 = doc.get("payload")
     protected = _b64url(protected_b64, "protected header")
     payload = _b64url(payload_b64, "payload")
     signature = _b64url(doc.get("signature"), "signature")
-    try:
-        h = json.loads(protected)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedSignatureError("JWS protected header is not JSON") from exc
-    if not isinstance(h, dict):
-        raise MalformedSignatureError("JWS protected header is not an object")
+    h = _json_object(protected, "JWS protected header")
     alg = h.get("alg")
-    if alg not in _HASHES:
+    if not isinstance(alg, str) or alg not in _HASHES:  # a list or object is unhashable
         raise UnsupportedAlgorithmError(f"JWS signing algorithm {alg!r} is not supported")
     if h.get("cty") != PAYLOAD_CONTENT_TYPE:
         raise MalformedSignatureError(f"JWS content type {h.get('cty')!r} is not the notation "
@@ -241,9 +314,10 @@ def parse_jws(data: bytes) -> NotationEnvelope:
 def parse_cose(data: bytes) -> NotationEnvelope:
     """Parse a tagged COSE_Sign1 notation envelope."""
     try:
+        _cbor_unique_keys(data)
         msg = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on garbage
-        raise MalformedSignatureError(f"COSE envelope is not CBOR: {exc}") from exc
+        raise MalformedSignatureError(f"COSE envelope is not CBOR: {_one_line(exc)}") from exc
     if not isinstance(msg, cbor2.CBORTag) or msg.tag != 18:
         raise MalformedSignatureError("COSE envelope is not a tagged COSE_Sign1 (18)")
     parts = msg.value
@@ -254,9 +328,11 @@ def parse_cose(data: bytes) -> NotationEnvelope:
             or not isinstance(signature, bytes) or not isinstance(unprotected, Mapping):
         raise MalformedSignatureError("COSE_Sign1 elements have the wrong types")
     try:
+        _cbor_unique_keys(protected_raw)
         h = cbor2.loads(protected_raw)
     except Exception as exc:
-        raise MalformedSignatureError("COSE protected header is not CBOR") from exc
+        raise MalformedSignatureError(
+            f"COSE protected header is not CBOR: {_one_line(exc)}") from exc
     if not isinstance(h, Mapping):
         raise MalformedSignatureError("COSE protected header is not a map")
     alg_id = h.get(1)
@@ -417,35 +493,56 @@ def check_chain_time(chain: tuple[x509.Certificate, ...], when: datetime, what: 
 
 
 def parse_payload(payload: bytes) -> dict[str, Any]:
-    """The ``targetArtifact`` descriptor of a notation payload."""
-    try:
-        doc = json.loads(payload)
-        target = doc["targetArtifact"]
-        if not isinstance(target, dict):
-            raise TypeError("targetArtifact is not an object")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise MalformedSignatureError(f"notation payload is malformed: {exc}") from exc
+    """The ``targetArtifact`` descriptor of a notation payload.
+
+    Parsed strictly: duplicate keys (also ones equal ignoring case, which Go's
+    ``encoding/json`` would read into the same field) are refused.
+    """
+    doc = _json_object(payload, "notation payload")
+    target = doc.get("targetArtifact")
+    if not isinstance(target, dict):
+        raise MalformedSignatureError("notation payload has no targetArtifact object")
     return target
 
 
 def verify_integrity(env: NotationEnvelope, digest: str,
-                     expected_size: int | None = None) -> dict[str, Any]:
-    """Integrity: plugins/critical headers, signature, chain shape, target digest."""
+                     expected_size: int | None = None,
+                     expected_media_type: str | None = None) -> dict[str, Any]:
+    """Integrity: plugins/critical headers, signature, chain shape, target descriptor.
+
+    The payload's ``targetArtifact`` must name ``digest`` and, when known, the manifest's
+    ``expected_size`` and ``expected_media_type``: notation-go compares the whole descriptor
+    (media type, digest and size) with the artifact being verified.
+    """
     if env.plugin is not None:
         raise SignatureVerificationError(
             f"signature requires verification plugin {env.plugin!r}; plugins are not supported")
     if env.extended_critical:
         raise SignatureVerificationError(
             f"signature has critical headers we do not understand: {list(env.extended_critical)}")
-    _verify_raw(env)
-    validate_chain(env.chain)
+    try:
+        _verify_raw(env)
+        validate_chain(env.chain)
+    except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:  # malformed certificates
+        raise CertificateError(
+            f"signing certificate chain cannot be used: {_one_line(exc)}") from exc
     target = parse_payload(env.payload)
-    if target.get("digest") != digest:
+    got_digest, got_size, got_type = (target.get("digest"), target.get("size"),
+                                      target.get("mediaType"))
+    if not isinstance(got_digest, str) or got_digest != digest:
+        raise DigestMismatchError(f"signature is for {got_digest!r}, not for {digest}")
+    if not isinstance(got_size, int) or isinstance(got_size, bool) or got_size < 0:
+        raise MalformedSignatureError(
+            f"notation payload size {got_size!r} is not a non-negative integer")
+    if not isinstance(got_type, str) or not got_type:
+        raise MalformedSignatureError("notation payload names no target media type")
+    if expected_size is not None and got_size != expected_size:
         raise DigestMismatchError(
-            f"signature is for {target.get('digest')!r}, not for {digest}")
-    if expected_size is not None and target.get("size") != expected_size:
+            f"signature names size {got_size!r}, the artifact is {expected_size}")
+    if expected_media_type is not None and got_type != expected_media_type:
         raise DigestMismatchError(
-            f"signature names size {target.get('size')!r}, the artifact is {expected_size}")
+            f"signature names media type {got_type!r}, the artifact is "
+            f"{expected_media_type!r}")
     return target
 
 
@@ -561,16 +658,22 @@ def verify_timestamp(token: bytes, signature: bytes,
 @dataclass
 class _Outcome:
     logged: list[str] = field(default_factory=list)
+    #: Checks at ``log`` that failed. They never make a verification pass.
+    failed: list[str] = field(default_factory=list)
 
     def apply(self, check: Check, action: Action, fn: Any) -> Any:
         if action == "skip":
             return None
         try:
-            return fn()
+            try:
+                return fn()
+            except (ValueError, TypeError, KeyError, UnsupportedAlgorithm) as exc:
+                raise SignatureVerificationError(f"{check}: {_one_line(exc)}") from exc
         except (SignatureVerificationError, TrustStoreError, PolicyError) as exc:
             if action == "enforce":
                 raise
             self.logged.append(f"{check} (logged, not enforced): {exc}")
+            self.failed.append(f"{check} failed: {exc}")
             return None
 
 
@@ -592,11 +695,16 @@ def verify_with_statement(
     *,
     now: datetime | None = None,
     expected_size: int | None = None,
+    expected_media_type: str | None = None,
 ) -> SignatureVerification:
     """Verify one notation envelope for ``digest`` under one trust policy statement.
 
     A ``skip`` statement raises: skipping is not a verification, and nothing here may count
-    as verified by default. Raises a :class:`SignatureVerificationError` subclass on failure.
+    as verified by default. Raises a :class:`SignatureVerificationError` subclass when an
+    enforced check fails. A check the statement only logs (``audit`` level, ``log``
+    overrides) that fails is returned in :attr:`SignatureVerification.logged_failures`:
+    notation-go reports such a signature as verified, but here it is not a pass, and the
+    policy never counts it (callers must check that field).
     """
     check_digest(digest)
     if statement.level == "skip":
@@ -604,7 +712,7 @@ def verify_with_statement(
             f"trust policy statement {statement.name!r} skips verification")
     now = now or datetime.now(UTC)
     env = parse_envelope(envelope, media_type)
-    verify_integrity(env, digest, expected_size)
+    verify_integrity(env, digest, expected_size, expected_media_type)
     out = _Outcome()
     actions = statement.actions
     store_type = "ca" if env.signing_scheme == SCHEME_X509 else "signingAuthority"
@@ -657,6 +765,7 @@ def verify_with_statement(
         kind=f"notation-{env.format}",
         signed_at=env.authentic_signing_time or env.signing_time,
         details=tuple(out.logged),
+        logged_failures=tuple(out.failed),
     )
 
 
@@ -670,11 +779,16 @@ def verify_notation(
     trust_store: TrustStore,
     now: datetime | None = None,
     expected_size: int | None = None,
+    expected_media_type: str | None = None,
 ) -> SignatureVerification:
-    """Verify a notation envelope for ``repository@digest`` under a trust policy document."""
+    """Verify a notation envelope for ``repository@digest`` under a trust policy document.
+
+    See :func:`verify_with_statement`: a result with ``logged_failures`` is not a pass.
+    """
     statement = policy.statement_for(repository)
     return verify_with_statement(envelope, media_type, digest, statement, trust_store,
-                                 now=now, expected_size=expected_size)
+                                 now=now, expected_size=expected_size,
+                                 expected_media_type=expected_media_type)
 
 
 def media_type_for(data: bytes) -> str:

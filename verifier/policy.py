@@ -12,7 +12,7 @@ and certificates, ``matchOIDCIdentity``) maps onto this with :func:`from_flux_ve
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography import x509
 
+from ocigitops import jsonsafe
 from verifier.errors import PolicyError
 from verifier.identity import IdentityPolicy
 from verifier.keys import PublicKey, load_public_key
@@ -155,7 +156,19 @@ class PolicyResult:
 
 
 def _fmt(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: message`` on one line (some libraries raise multi-line messages)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: The in-toto predicate type of a cosign (v3) image signature. Other predicates are
+#: attestations (SLSA provenance, scans...): signed statements about the artifact, not
+#: approvals of it, and ``cosign verify`` does not accept them as signatures either.
+#: (Also :data:`verifier.bundles.COSIGN_SIGN_PREDICATE`; not imported from there so that
+#: loading this module does not load sigstore-python.)
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 
 def _eval_key(a: CosignKeyAuthority, digest: str, c: Candidates) -> AuthorityResult:
@@ -178,7 +191,7 @@ def _eval_key(a: CosignKeyAuthority, digest: str, c: Candidates) -> AuthorityRes
         from verifier.bundles import is_key_bundle, verify_bundle_with_key
     for i, raw in enumerate(c.bundles):
         try:
-            if not is_key_bundle(json.loads(raw)):
+            if not is_key_bundle(jsonsafe.loads_object(raw, "sigstore bundle")):
                 continue
         except Exception as exc:
             reasons.append(f"bundle {i}: {_fmt(exc)}")
@@ -186,7 +199,8 @@ def _eval_key(a: CosignKeyAuthority, digest: str, c: Candidates) -> AuthorityRes
         for key in a.keys:
             try:
                 v = verify_bundle_with_key(raw, key, digest=digest, trusted_root=a.trusted_root,
-                                           require_tlog=a.require_tlog)
+                                           require_tlog=a.require_tlog,
+                                           predicate_type=COSIGN_SIGN_PREDICATE)
                 if a.annotations:
                     raise PolicyError("annotation requirements apply to legacy signatures only")
             except Exception as exc:
@@ -205,14 +219,15 @@ def _eval_keyless(a: CosignKeylessAuthority, digest: str, c: Candidates) -> Auth
     reasons: list[str] = []
     for i, raw in enumerate(c.bundles):
         try:
-            if is_key_bundle(json.loads(raw)):
+            if is_key_bundle(jsonsafe.loads_object(raw, "sigstore bundle")):
                 continue
         except Exception as exc:
             reasons.append(f"bundle {i}: {_fmt(exc)}")
             continue
         for ident in a.identities:
             try:
-                v = verify_bundle_keyless(raw, ident, digest=digest, trusted_root=a.trusted_root)
+                v = verify_bundle_keyless(raw, ident, digest=digest, trusted_root=a.trusted_root,
+                                          predicate_type=COSIGN_SIGN_PREDICATE)
             except Exception as exc:
                 reasons.append(f"bundle {i} vs {ident!r}: {_fmt(exc)}")
                 continue
@@ -234,29 +249,47 @@ def _eval_keyless(a: CosignKeylessAuthority, digest: str, c: Candidates) -> Auth
                            "; ".join(reasons) or "no keyless sigstore bundle found")
 
 
+def _logged_reason(v: SignatureVerification) -> str:
+    return (f"signed by {v.signer}, but audit/log level: {'; '.join(v.logged_failures)}; "
+            "logged failures never satisfy the policy")
+
+
 def _eval_notation(a: NotationAuthority, digest: str, c: Candidates, repository: str,
-                   now: datetime | None, subject_size: int | None = None) -> AuthorityResult:
+                   now: datetime | None, subject_size: int | None = None,
+                   subject_media_type: str | None = None) -> AuthorityResult:
+    """Passes only when every enforced check passed and no logged check failed."""
     reasons: list[str] = []
+    seen: SignatureVerification | None = None
     for i, cand in enumerate(c.notation):
         try:
             v = verify_notation(cand.envelope, cand.media_type, digest, repository=repository,
                                 policy=a.trust_policy, trust_store=a.trust_store, now=now,
-                                expected_size=subject_size)
+                                expected_size=subject_size,
+                                expected_media_type=subject_media_type)
         except Exception as exc:
             reasons.append(f"envelope {i}: {_fmt(exc)}")
             continue
+        if v.logged_failures:
+            # notation-go would say "verified" here; we report what was seen, and fail.
+            reasons.append(f"envelope {i}: {_logged_reason(v)}")
+            seen = seen or v
+            continue
         return AuthorityResult(a.name, "notation", True, f"signed by {v.signer}", v.signer, v)
     return AuthorityResult(a.name, "notation", False,
-                           "; ".join(reasons) or "no notation signature found")
+                           "; ".join(reasons) or "no notation signature found",
+                           seen.signer if seen else None)
 
 
 def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
              repository: str, now: datetime | None = None,
-             subject_size: int | None = None) -> PolicyResult:
+             subject_size: int | None = None,
+             subject_media_type: str | None = None) -> PolicyResult:
     """Evaluate ``policy`` for ``repository@digest`` over the candidate signatures.
 
     ``repository`` (``registry/path``) selects the notation trust policy statement;
-    ``subject_size``, when known, must match the size notation signatures name.
+    ``subject_size`` and ``subject_media_type`` (the manifest's, as the registry serves
+    it), when known, must match the target descriptor notation signatures name. None
+    means "not known": only the digest is then compared.
     """
     check_digest(digest)
     results: list[AuthorityResult] = []
@@ -267,12 +300,17 @@ def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
             elif isinstance(a, CosignKeylessAuthority):
                 r = _eval_keyless(a, digest, candidates)
             else:
-                r = _eval_notation(a, digest, candidates, repository, now, subject_size)
+                r = _eval_notation(a, digest, candidates, repository, now, subject_size,
+                                   subject_media_type)
         except Exception as exc:  # a bug in one check must not pass or abort the others
             r = AuthorityResult(a.name, type(a).__name__, False, f"internal error: {_fmt(exc)}")
         # Defensive: only a result that names the very digest counts.
         if r.passed and (r.verification is None or r.verification.digest != digest):
             r = AuthorityResult(a.name, r.kind, False, "verified a different digest")
+        # Defensive too: a check that failed but was only logged is never a pass.
+        if r.passed and r.verification is not None and r.verification.logged_failures:
+            r = AuthorityResult(a.name, r.kind, False, _logged_reason(r.verification),
+                                r.signer)
         results.append(r)
     passed_count = sum(r.passed for r in results)
     need = policy.rule.required(len(results))
@@ -282,16 +320,29 @@ def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
 
 # -- documents -------------------------------------------------------------------------------
 
-def _rule(raw: Any) -> Rule:
-    if raw in (None, "any"):
-        return Rule("any")
-    if raw == "all":
-        return Rule("all")
+_COUNT_RE = re.compile(r"[0-9]{1,9}")
+
+
+def parse_rule(raw: Any) -> Rule:
+    """A rule as written by a user: exactly ``any``, ``all`` or a positive decimal integer.
+
+    Anything else (``ALL``, ``alll``, ``0``, ``-1``, ``2.0``, ``²``, ``true``) is a
+    :class:`PolicyError`, never a weaker rule. Whether N can be met is checked against the
+    authorities by :class:`SignaturePolicy`.
+    """
+    if raw == "any" or raw == "all":
+        return Rule(raw)
     if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
         return Rule("at_least", raw)
-    if isinstance(raw, str) and raw.isdigit() and int(raw) >= 1:
+    if isinstance(raw, str) and _COUNT_RE.fullmatch(raw) and int(raw) >= 1:
         return Rule("at_least", int(raw))
-    raise PolicyError(f"rule {raw!r} is not 'any', 'all' or a positive number")
+    shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:40] + "..."
+    raise PolicyError(f"rule {shown} is not valid: use any, all, or a number of authorities "
+                      "from 1 up to how many there are")
+
+
+def _rule(raw: Any) -> Rule:
+    return Rule("any") if raw is None else parse_rule(raw)
 
 
 def _identity(raw: Any) -> IdentityPolicy:
@@ -416,7 +467,12 @@ def from_flux_verify(verify: Mapping[str, Any], secret_data: Mapping[str, bytes]
                 try:
                     certs.extend(x509.load_pem_x509_certificates(v))
                 except ValueError:
-                    certs.append(x509.load_der_x509_certificate(v))
+                    try:
+                        certs.append(x509.load_der_x509_certificate(v))
+                    except ValueError as exc:
+                        raise PolicyError(
+                            f"the notation verification Secret's {k} is not a PEM or DER "
+                            "certificate") from exc
         if not certs:
             raise PolicyError("the notation verification Secret holds no certificate")
         stores: dict[tuple[str, str], list[x509.Certificate]] = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +22,14 @@ from typing import Any
 import rfc8785
 from cryptography import x509
 
+from ocigitops import jsonsafe
+from ocigitops.errors import MalformedDocumentError
 from verifier.errors import MalformedSignatureError, TransparencyLogError
 from verifier.keys import PublicKey, load_public_key, public_key_der, public_key_from_der
 from verifier.sigalg import verify_signature
 
 MAX_BUNDLE_BYTES = 1 << 20
+_MAX_UNIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time datetime can hold
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,9 @@ def rekor_keys_from_trusted_root(trusted_root: Mapping[str, Any] | bytes | str) 
     doc: Any = trusted_root
     if isinstance(trusted_root, bytes | str):
         try:
-            doc = json.loads(trusted_root)
-        except json.JSONDecodeError as exc:
-            raise MalformedSignatureError("trusted root is not JSON") from exc
+            doc = jsonsafe.loads(trusted_root, "trusted root")
+        except MalformedDocumentError as exc:
+            raise MalformedSignatureError(str(exc)) from exc
     if not isinstance(doc, Mapping):
         raise MalformedSignatureError("trusted root is not a JSON object")
     out: list[RekorKey] = []
@@ -84,8 +86,10 @@ def rekor_keys_from_trusted_root(trusted_root: Mapping[str, Any] | bytes | str) 
             pk = tlog["publicKey"]
             der = base64.b64decode(pk["rawBytes"], validate=True)
             valid = pk.get("validFor") or {}
+            if not isinstance(valid, Mapping):
+                raise TypeError("validFor is not an object")
             log_id = base64.b64decode(tlog["logId"]["keyId"], validate=True)
-        except (KeyError, TypeError, binascii.Error, ValueError) as exc:
+        except (KeyError, TypeError, AttributeError, binascii.Error, ValueError) as exc:
             raise MalformedSignatureError(f"trusted root tlog entry is malformed: {exc}") from exc
         try:
             key = public_key_from_der(der)
@@ -101,18 +105,22 @@ def parse_rekor_bundle(annotation: str | bytes) -> RekorBundle:
     if len(annotation) > MAX_BUNDLE_BYTES:
         raise MalformedSignatureError("Rekor bundle annotation is larger than 1 MiB")
     try:
-        doc = json.loads(annotation)
+        doc = jsonsafe.loads_object(annotation, "Rekor bundle annotation")
         payload = doc["Payload"]
         set_ = base64.b64decode(doc["SignedEntryTimestamp"], validate=True)
         body = base64.b64decode(payload["body"], validate=True)
         integrated = payload["integratedTime"]
         index = payload["logIndex"]
         log_id = bytes.fromhex(payload["logID"])
-    except (json.JSONDecodeError, KeyError, TypeError, binascii.Error, ValueError) as exc:
+    except MalformedDocumentError as exc:
+        raise MalformedSignatureError(str(exc)) from exc
+    except (KeyError, TypeError, binascii.Error, ValueError) as exc:
         raise MalformedSignatureError(f"Rekor bundle annotation is malformed: {exc}") from exc
     for name, v in (("integratedTime", integrated), ("logIndex", index)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise MalformedSignatureError(f"Rekor bundle {name} is not a non-negative integer")
+    if integrated > _MAX_UNIX_TIME:
+        raise MalformedSignatureError("Rekor bundle integratedTime is after the year 9999")
     return RekorBundle(set_, body, integrated, index, log_id)
 
 
@@ -160,10 +168,12 @@ def check_entry_body(bundle: RekorBundle, *, signature: bytes, payload: bytes,
     if (key is None) == (certificate is None):
         raise ValueError("give exactly one of key or certificate")
     try:
-        entry = json.loads(bundle.body)
+        entry = jsonsafe.loads_object(bundle.body, "Rekor entry body")
         kind = entry["kind"]
         spec = entry["spec"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except MalformedDocumentError as exc:
+        raise TransparencyLogError(str(exc)) from exc
+    except (KeyError, TypeError) as exc:
         raise TransparencyLogError(f"Rekor entry body is not a log entry: {exc}") from exc
     if kind != "hashedrekord":
         raise TransparencyLogError(f"Rekor entry kind {kind!r} is not supported (hashedrekord)")
@@ -173,6 +183,8 @@ def check_entry_body(bundle: RekorBundle, *, signature: bytes, payload: bytes,
         logged_key = base64.b64decode(spec["signature"]["publicKey"]["content"], validate=True)
     except (KeyError, TypeError, binascii.Error, ValueError) as exc:
         raise TransparencyLogError(f"Rekor hashedrekord entry is malformed: {exc}") from exc
+    if not isinstance(h, dict):
+        raise TransparencyLogError("Rekor hashedrekord entry hash is not an object")
     if h.get("algorithm") != "sha256" or h.get("value") != hashlib.sha256(payload).hexdigest():
         raise TransparencyLogError("Rekor entry does not record the sha256 of this payload")
     if logged_sig != signature:

@@ -40,3 +40,6 @@ class SignatureVerification:
     predicate_type: str | None = None
     signed_at: datetime | None = None
     details: tuple[str, ...] = ()
+    #: Checks that failed but were only logged (notation ``log`` actions, audit level). A
+    #: verification with any of these is reported, never counted as a pass.
+    logged_failures: tuple[str, ...] = ()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ocigitops import jsonsafe
+from ocigitops.errors import MalformedDocumentError
 from verifier.errors import (
     DigestMismatchError,
     MalformedSignatureError,
@@ -82,18 +84,28 @@ def build_payload(reference: str, digest: str,
 
 
 def parse_payload(data: bytes) -> SimpleSigningPayload:
-    """Parse a simple-signing payload; refuse wrong types and missing fields."""
+    """Parse a simple-signing payload; refuse wrong types and missing fields.
+
+    The JSON is read strictly: a key given twice, or twice in different case (Go's
+    ``encoding/json``, which cosign and Flux use, fills ``docker-manifest-digest`` from
+    ``Docker-Manifest-Digest`` too, and keeps the last), is refused, so no payload can name
+    one digest to us and another to them.
+    """
     if len(data) > MAX_PAYLOAD_BYTES:
         raise OversizedInputError(f"signature payload is {len(data)} bytes, over the 1 MiB cap")
     try:
-        doc = json.loads(data)
+        doc = jsonsafe.loads_object(data, "simple-signing payload")
+    except MalformedDocumentError as exc:
+        raise MalformedSignatureError(f"not a cosign simple-signing payload: {exc}") from exc
+    try:
         critical = doc["critical"]
         ptype = critical["type"]
         digest = critical["image"]["docker-manifest-digest"]
         ref = critical.get("identity", {}).get("docker-reference", "")
         optional = doc.get("optional")
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise MalformedSignatureError(f"not a cosign simple-signing payload: {exc}") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MalformedSignatureError(
+            f"not a cosign simple-signing payload: missing or mistyped {exc}") from exc
     if ptype != PAYLOAD_TYPE:
         raise MalformedSignatureError(f"payload type {ptype!r} is not {PAYLOAD_TYPE!r}")
     if optional is not None and not isinstance(optional, dict):

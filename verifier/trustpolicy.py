@@ -12,7 +12,6 @@ accepted here too (it means "no verification for unmatched repositories").
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,8 @@ from typing import Any, Literal
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ocigitops import jsonsafe
+from ocigitops.errors import MalformedDocumentError
 from verifier.errors import PolicyError, TrustStoreError
 
 Check = Literal["integrity", "authenticity", "authenticTimestamp", "expiry", "revocation"]
@@ -156,7 +157,7 @@ def _statement(raw: Any) -> TrustPolicyStatement:
     if not isinstance(sv, dict):
         raise PolicyError(f"trust policy statement {name!r} has no signatureVerification")
     level = sv.get("level")
-    if level not in LEVELS:
+    if not isinstance(level, str) or level not in LEVELS:
         raise PolicyError(f"trust policy statement {name!r} has invalid level {level!r}")
     actions: dict[Check, Action] = dict(LEVELS[level])
     override = sv.get("override") or {}
@@ -273,9 +274,9 @@ def parse_trust_policy(data: bytes | str | Mapping[str, Any]) -> TrustPolicyDocu
         if len(data) > _MAX_POLICY_BYTES:
             raise PolicyError("trust policy document is larger than 1 MiB")
         try:
-            doc = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"trust policy is not valid JSON: {exc}") from exc
+            doc = jsonsafe.loads(data, "trust policy")
+        except MalformedDocumentError as exc:
+            raise PolicyError(str(exc)) from exc
     if not isinstance(doc, Mapping):
         raise PolicyError("trust policy is not a JSON object")
     version = doc.get("version")

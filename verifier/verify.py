@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ocigitops.reference import Reference
-from ocigitops.registry import RegistryClient
+from ocigitops.registry import Manifest, RegistryClient
 from verifier.discovery import Discovered, discover
 from verifier.errors import PolicyError
 from verifier.identity import IdentityPolicy
@@ -27,10 +27,10 @@ from verifier.policy import (
     CosignKeylessAuthority,
     NotationAuthority,
     PolicyResult,
-    Rule,
     SignaturePolicy,
     evaluate,
     parse_policy,
+    parse_rule,
 )
 from verifier.trustpolicy import TrustStore, parse_trust_policy
 
@@ -43,6 +43,8 @@ class VerifyOutcome:
     digest: str
     result: PolicyResult
     discovered: Discovered
+    #: The manifest of :attr:`digest`, as fetched and hashed during verification.
+    manifest: Manifest | None = None
 
     @property
     def passed(self) -> bool:
@@ -81,14 +83,23 @@ class VerifyOutcome:
 
 async def verify_artifact(client: RegistryClient, ref: Reference,
                           policy: SignaturePolicy) -> VerifyOutcome:
-    """Resolve ``ref`` to a digest, discover its signatures and evaluate ``policy``."""
-    desc = await client.head_manifest(ref)
-    digest = desc.digest
+    """Resolve ``ref`` to a digest, discover its signatures and evaluate ``policy``.
+
+    The digest verified is the one in ``ref`` when it has one; a tag's digest is only
+    used once the manifest fetched by it hashes to it (:meth:`RegistryClient.resolve`).
+    The manifest's size and media type, checked against what signatures cover, come
+    from those bytes, never from response headers. The outcome carries the manifest so
+    callers use these bytes rather than fetching again.
+    """
+    manifest = await client.resolve(ref)
+    digest = manifest.digest
     found = await discover(client, ref.repo_only(), digest)
     result = evaluate(policy, digest, found.candidates, repository=ref.name,
-                      subject_size=desc.size or None)
+                      subject_size=len(manifest.data),
+                      subject_media_type=manifest.media_type or None)
     shown = str(ref.repo_only()) + (f":{ref.tag}" if ref.tag else "")
-    return VerifyOutcome(reference=shown, digest=digest, result=result, discovered=found)
+    return VerifyOutcome(reference=shown, digest=digest, result=result, discovered=found,
+                         manifest=manifest)
 
 
 def _read(base: Path, value: str) -> bytes:
@@ -150,7 +161,12 @@ def policy_from_flags(*, keys: Sequence[Path] = (), identity: str | None = None,
                       annotations: Mapping[str, str] | None = None,
                       require_tlog: bool = False, trusted_root: Any = None,
                       rule: str = "any") -> SignaturePolicy:
-    """Build a policy from ``verify artifact`` flags: one authority per kind given."""
+    """Build a policy from ``verify artifact`` flags: one authority per kind given.
+
+    ``rule`` must be exactly ``any``, ``all`` or a number from 1 to the number of
+    authorities; anything else is a :class:`PolicyError`, never a weaker rule.
+    """
+    parsed_rule = parse_rule(rule)
     auths: list[Authority] = []
     if keys:
         auths.append(CosignKeyAuthority(
@@ -174,6 +190,4 @@ def policy_from_flags(*, keys: Sequence[Path] = (), identity: str | None = None,
         raise PolicyError("nothing to verify with: pass --key, --certificate-identity and"
                           " --certificate-oidc-issuer, --trust-policy and --trust-store,"
                           " or --policy")
-    parsed_rule = Rule("all") if rule == "all" else (
-        Rule("at_least", int(rule)) if rule.isdigit() else Rule("any"))
     return SignaturePolicy(tuple(auths), parsed_rule)

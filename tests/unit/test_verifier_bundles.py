@@ -398,3 +398,91 @@ def test_identity_policy_construction_errors() -> None:
         IdentityPolicy(issuer=ISSUER, subject=SUBJECT, subject_regexp=".*")
     with pytest.raises(PolicyError, match="unknown GitHub claim"):
         IdentityPolicy(issuer=ISSUER, subject=SUBJECT, github={"branch": "main"})
+
+
+# -- security: signatures vs attestations, strict JSON --------------------------------------
+
+def _key_bundle(key: Any, digest: str, predicate_type: str,
+                payload_type: str = "application/vnd.in-toto+json") -> bytes:
+    stmt = json.dumps({"_type": "https://in-toto.io/Statement/v1",
+                       "subject": [{"digest": {"sha256": digest[7:]}}],
+                       "predicateType": predicate_type, "predicate": {}}).encode()
+    der_sig = key.sign(pae(payload_type, stmt), ec.ECDSA(hashes.SHA256()))
+    return json.dumps({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": "x"}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": base64.b64encode(stmt).decode(), "payloadType": payload_type,
+                         "signatures": [{"sig": base64.b64encode(der_sig).decode()}]}}).encode()
+
+
+_D = "sha256:" + "cd" * 32
+
+
+def test_attestation_predicate_is_refused_as_a_signature() -> None:
+    from verifier.bundles import COSIGN_SIGN_PREDICATE
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    slsa = _key_bundle(key, _D, "https://slsa.dev/provenance/v1")
+    with pytest.raises(SignatureVerificationError, match="is an attestation"):
+        verify_bundle_with_key(slsa, key.public_key(), digest=_D, require_tlog=False,
+                               predicate_type=COSIGN_SIGN_PREDICATE)
+    # Verifying it as an attestation (any predicate) is still possible, and says which.
+    v = verify_bundle_with_key(slsa, key.public_key(), digest=_D, require_tlog=False)
+    assert v.predicate_type == "https://slsa.dev/provenance/v1"
+    sig = _key_bundle(key, _D, COSIGN_SIGN_PREDICATE)
+    assert verify_bundle_with_key(sig, key.public_key(), digest=_D, require_tlog=False,
+                                  predicate_type=COSIGN_SIGN_PREDICATE).digest == _D
+
+
+def test_dsse_payload_type_must_be_in_toto() -> None:
+    from verifier.bundles import COSIGN_SIGN_PREDICATE
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = _key_bundle(key, _D, COSIGN_SIGN_PREDICATE, payload_type="application/json")
+    with pytest.raises(MalformedSignatureError, match=r"is not application/vnd\.in-toto"):
+        verify_bundle_with_key(other, key.public_key(), digest=_D, require_tlog=False)
+
+
+@pytest.mark.parametrize("old, new", [
+    (b'"predicateType"', b'"PredicateType":"x","predicateType"'),
+    (b'"subject"', b'"subject":[],"subject"'),
+])
+def test_duplicate_keys_in_a_statement_are_refused(old: bytes, new: bytes) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    stmt = json.dumps({"_type": "https://in-toto.io/Statement/v1",
+                       "subject": [{"digest": {"sha256": _D[7:]}}],
+                       "predicateType": "https://sigstore.dev/cosign/sign/v1"}).encode()
+    stmt = stmt.replace(old, new, 1)
+    der_sig = key.sign(pae("application/vnd.in-toto+json", stmt), ec.ECDSA(hashes.SHA256()))
+    bundle = json.dumps({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": "x"}, "tlogEntries": []},
+        "dsseEnvelope": {"payload": base64.b64encode(stmt).decode(),
+                         "payloadType": "application/vnd.in-toto+json",
+                         "signatures": [{"sig": base64.b64encode(der_sig).decode()}]}}).encode()
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_bundle_with_key(bundle, key.public_key(), digest=_D, require_tlog=False)
+
+
+def test_duplicate_keys_in_bundle_json_are_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = _key_bundle(key, _D, "https://sigstore.dev/cosign/sign/v1")
+    dup = good.replace(b'"dsseEnvelope": {', b'"dsseEnvelope": {"payloadType": "x", ', 1)
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_bundle_with_key(dup, key.public_key(), digest=_D, require_tlog=False)
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_bundle_keyless(dup, IdentityPolicy(issuer="a", subject="b"), digest=_D)
+    deep = b'{"a":' * 1000 + b"1" + b"}" * 1000
+    with pytest.raises(MalformedSignatureError, match="nested"):
+        verify_bundle_with_key(deep, key.public_key(), digest=_D, require_tlog=False)
+
+
+def test_invalid_bundle_reason_is_one_line() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    bad = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                      "verificationMaterial": {"publicKey": {"hint": "x"},
+                                               "tlogEntries": [{"logIndex": "x"}, 5]},
+                      "dsseEnvelope": {"payload": 5, "signatures": "x"}}).encode()
+    with pytest.raises(MalformedSignatureError) as info:
+        verify_bundle_with_key(bad, key.public_key(), digest=_D, require_tlog=False)
+    assert "\n" not in str(info.value)

@@ -510,3 +510,172 @@ def test_dn_parsing() -> None:
         parse_dn("C=US, ST=WA, O=A, O=B")
     with pytest.raises(PolicyError, match="multi-valued"):
         parse_dn("C=US+ST=WA, O=A")
+
+
+# -- security: logged failures, the whole target descriptor, strict parsing -----------------
+
+def _jws_raw(key: Any, chain: list[x509.Certificate], protected: bytes, payload: bytes) -> bytes:
+    """A JWS over exactly these protected-header and payload bytes (ES256)."""
+    p, pl = _b64u(protected), _b64u(payload)
+    r, s = decode_dss_signature(key.sign(f"{p}.{pl}".encode(), ec.ECDSA(hashes.SHA256())))
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return json.dumps({"payload": pl, "protected": p, "signature": _b64u(sig),
+                       "header": {"x5c": [base64.b64encode(der(c)).decode()
+                                          for c in chain]}}).encode()
+
+
+_PROTECTED = (b'{"alg":"ES256","crit":["io.cncf.notary.signingScheme"],'
+              b'"cty":"application/vnd.cncf.notary.payload.v1+json",'
+              b'"io.cncf.notary.signingScheme":"notary.x509",'
+              b'"io.cncf.notary.signingTime":"2025-01-01T00:00:00Z"}')
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@pytest.mark.parametrize("level, sv, logged", [
+    ("audit", {}, "authenticity failed"),
+    ("permissive", {"override": {"authenticity": "log"}}, "authenticity failed"),
+])
+def test_logged_authenticity_failure_is_reported_not_passed(level: str, sv: dict[str, Any],
+                                                            logged: str) -> None:
+    from verifier.policy import (
+        Candidates,
+        NotationAuthority,
+        NotationCandidate,
+        SignaturePolicy,
+        evaluate,
+    )
+
+    path = vectors(MOCK) / "ca_valid_sig_env.json"
+    # A store that does not hold the envelope's root: notation-go logs this and says "ok".
+    r = _verify(path, level=level, stores=("ca:valid-trust-store-2",), **sv)
+    assert any(logged in f for f in r.logged_failures), r.logged_failures
+    raw = path.read_bytes()
+    digest = parse_payload(parse_envelope(raw, JWS_MEDIA_TYPE).payload)["digest"]
+    tp = parse_trust_policy(trust_policy(level, ("ca:valid-trust-store-2",), **sv))
+    pol = SignaturePolicy((NotationAuthority("corp", tp, _store()),))
+    res = evaluate(pol, digest, Candidates(notation=[NotationCandidate(raw, JWS_MEDIA_TYPE)]),
+                   repository=REPO)
+    (auth,) = res.authorities
+    assert not res.passed and not auth.passed
+    assert "audit/log level" in auth.reason and "never satisfy the policy" in auth.reason
+    assert auth.signer is not None  # what it saw is still reported
+
+
+def test_logged_expiry_failure_is_not_a_pass() -> None:
+    from verifier.policy import (
+        Candidates,
+        NotationAuthority,
+        NotationCandidate,
+        SignaturePolicy,
+        evaluate,
+    )
+
+    raw = (vectors(MOCK) / "ca_expired_sig_env.json").read_bytes()
+    digest = parse_payload(parse_envelope(raw, JWS_MEDIA_TYPE).payload)["digest"]
+    tp = parse_trust_policy(trust_policy("permissive", ALL_STORES))
+    pol = SignaturePolicy((NotationAuthority("corp", tp, _store()),))
+    res = evaluate(pol, digest, Candidates(notation=[NotationCandidate(raw, JWS_MEDIA_TYPE)]),
+                   repository=REPO)
+    assert not res.passed and "expiry failed" in res.authorities[0].reason
+
+
+def test_target_descriptor_is_compared_whole() -> None:
+    from publisher.sign_notation import build_envelope
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, root = _chain(key)
+    signed = build_envelope(INDEX, DIGEST, 123, key, chain, envelope="jws")
+    kw: dict[str, Any] = {"repository": REPO, "policy": _policy(),
+                          "trust_store": _mem_store(root)}
+    ok = verify_notation(signed.data, JWS_MEDIA_TYPE, DIGEST, expected_size=123,
+                         expected_media_type=INDEX, **kw)
+    assert ok.digest == DIGEST and not ok.logged_failures
+    with pytest.raises(DigestMismatchError, match="media type"):
+        verify_notation(signed.data, JWS_MEDIA_TYPE, DIGEST, expected_size=123,
+                        expected_media_type=MANIFEST, **kw)
+    with pytest.raises(DigestMismatchError, match="size"):
+        verify_notation(signed.data, JWS_MEDIA_TYPE, DIGEST, expected_size=124,
+                        expected_media_type=INDEX, **kw)
+    cose = build_envelope(INDEX, DIGEST, 123, key, chain, envelope="cose")
+    with pytest.raises(DigestMismatchError, match="media type"):
+        verify_notation(cose.data, COSE_MEDIA_TYPE, DIGEST, expected_media_type=MANIFEST, **kw)
+
+
+@pytest.mark.parametrize("size", ["123", 123.0, True, -1, None])
+def test_target_size_must_be_an_integer(size: Any) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, root = _chain(key)
+    payload = json.dumps({"targetArtifact": {"mediaType": MANIFEST, "digest": DIGEST,
+                                             "size": size}}).encode()
+    env = _jws_raw(key, chain, _PROTECTED, payload)
+    with pytest.raises(MalformedSignatureError, match="size"):
+        verify_notation(env, JWS_MEDIA_TYPE, DIGEST, repository=REPO, policy=_policy(),
+                        trust_store=_mem_store(root), now=now())
+
+
+@pytest.mark.parametrize("what, protected, payload", [
+    ("payload, exact duplicate", _PROTECTED,
+     b'{"targetArtifact":{"mediaType":"%s","digest":"sha256:%s","digest":"%s","size":10}}'
+     % (MANIFEST.encode(), b"00" * 32, DIGEST.encode())),
+    ("payload, case variant", _PROTECTED,
+     b'{"targetArtifact":{"mediaType":"%s","digest":"%s","Digest":"sha256:%s","size":10}}'
+     % (MANIFEST.encode(), DIGEST.encode(), b"00" * 32)),
+    ("payload, targetArtifact twice", _PROTECTED,
+     b'{"TargetArtifact":{},"targetArtifact":{"mediaType":"%s","digest":"%s","size":10}}'
+     % (MANIFEST.encode(), DIGEST.encode())),
+    ("protected header", _PROTECTED[:-1] + b',"io.cncf.notary.signingScheme":"notary.x509"}',
+     b'{"targetArtifact":{"mediaType":"%s","digest":"%s","size":10}}'
+     % (MANIFEST.encode(), DIGEST.encode())),
+])
+def test_duplicate_json_keys_are_refused(what: str, protected: bytes, payload: bytes) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, root = _chain(key)
+    env = _jws_raw(key, chain, protected, payload)
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_notation(env, JWS_MEDIA_TYPE, DIGEST, repository=REPO, policy=_policy(),
+                        trust_store=_mem_store(root), now=now())
+
+
+def test_cose_duplicate_protected_header_key_is_refused() -> None:
+    from publisher.sign_notation import build_envelope
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, root = _chain(key)
+    good = build_envelope(MANIFEST, DIGEST, 10, key, chain, envelope="cose").data
+    msg = cbor2.loads(good)
+    protected, unprotected, payload, _sig = msg.value
+    assert 0xA0 <= protected[0] < 0xB7  # a small map: the count is in the first byte
+    dup = bytes([protected[0] + 1]) + protected[1:] + cbor2.dumps(1) + cbor2.dumps(-7)
+    to_sign = cbor2.dumps(["Signature1", dup, b"", payload])
+    r, s = decode_dss_signature(key.sign(to_sign, ec.ECDSA(hashes.SHA256())))
+    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    env = cbor2.dumps(cbor2.CBORTag(18, [dup, unprotected, payload, sig]))
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_notation(env, COSE_MEDIA_TYPE, DIGEST, repository=REPO, policy=_policy(),
+                        trust_store=_mem_store(root))
+    with pytest.raises(MalformedSignatureError, match="trailing"):
+        parse_envelope(good + b"\x00", COSE_MEDIA_TYPE)
+
+
+@pytest.mark.parametrize("header", [
+    {"io.cncf.notary.signingTime": 10 ** 30},
+    {"io.cncf.notary.signingTime": -(10 ** 20)},
+    {"io.cncf.notary.signingTime": 1e300},
+])
+def test_out_of_range_times_are_typed_errors(header: dict[str, Any]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    chain, _root = _chain(key)
+    prot = json.loads(_PROTECTED)
+    prot.update(header)
+    env = _jws_raw(key, chain, json.dumps(prot).encode(), b"{}")
+    with pytest.raises(MalformedSignatureError, match="out of range"):
+        parse_envelope(env, JWS_MEDIA_TYPE)
+
+
+def test_deeply_nested_envelope_is_a_typed_error() -> None:
+    deep = b'{"payload":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    with pytest.raises(MalformedSignatureError, match="nested too deeply"):
+        parse_envelope(deep, JWS_MEDIA_TYPE)
+    with pytest.raises(MalformedSignatureError):
+        parse_envelope(b"\x81" * 100000, COSE_MEDIA_TYPE)

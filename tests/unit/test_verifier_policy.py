@@ -256,3 +256,120 @@ def test_flux_notation_secret() -> None:
         from_flux_verify({"provider": "notation"}, {"root.crt": root})
     with pytest.raises(PolicyError, match="provider"):
         from_flux_verify({"provider": "gpg"})
+
+
+# -- security: strict rules, attestations, one-line reasons ---------------------------------
+
+@pytest.mark.parametrize("raw, want", [
+    ("any", Rule("any")), ("all", Rule("all")), ("1", Rule("at_least", 1)),
+    ("2", Rule("at_least", 2)), (3, Rule("at_least", 3)),
+])
+def test_parse_rule_accepts_exactly(raw: Any, want: Rule) -> None:
+    assert policy.parse_rule(raw) == want
+
+
+@pytest.mark.parametrize("raw", ["ALL", "All", "alll", "Any", "ANY", " any", "all ", "²", "\u0661",
+                                 "0", "00", "-1", "+1", "1.0", "1e3", "", " 1", "1\n",
+                                 "9" * 5000, 0, -1, True, False, 1.0, [], {}])
+def test_parse_rule_refuses_everything_else(raw: Any) -> None:
+    with pytest.raises(PolicyError, match="use any, all, or a number") as info:
+        policy.parse_rule(raw)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("rule, match", [("ALL", "use any, all"), ("²", "use any, all"),
+                                         ("2", "cannot be met")])
+def test_policy_from_flags_rule_is_strict(tmp_path: Any, rule: str, match: str) -> None:
+    from verifier.verify import policy_from_flags
+
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(keys.public_key_pem(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(PolicyError, match=match):
+        policy_from_flags(keys=[pub], rule=rule)
+    assert policy_from_flags(keys=[pub], rule="1").rule == Rule("at_least", 1)
+
+
+@pytest.mark.parametrize("rule", ["²", "ALL", "0", True, 1.5])
+def test_policy_document_rule_is_strict(rule: Any) -> None:
+    with pytest.raises(PolicyError, match="rule"):
+        parse_policy({"rule": rule, "authorities": [
+            {"keyless": {"identities": [{"issuer": "a", "subject": "b"}]}}]})
+
+
+def _statement(digest: str, predicate_type: str) -> bytes:
+    return json.dumps({"_type": "https://in-toto.io/Statement/v1",
+                       "subject": [{"digest": {"sha256": digest[7:]}}],
+                       "predicateType": predicate_type, "predicate": {}}).encode()
+
+
+@pytest.mark.parametrize("predicate", ["https://slsa.dev/provenance/v1",
+                                       "https://cosign.sigstore.dev/attestation/vuln/v1",
+                                       "https://sigstore.dev/cosign/sign/v1 "])
+def test_key_signed_attestation_is_not_a_signature(predicate: str) -> None:
+    from publisher.sign_cosign import build_key_bundle
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
+    att = build_key_bundle(key, _statement(NOTATION_DIGEST, predicate))
+    r = evaluate(pol, NOTATION_DIGEST, Candidates(bundles=[att]), repository=REPO)
+    assert not r.passed and "is an attestation" in r.authorities[0].reason
+    sig = build_key_bundle(key, _statement(NOTATION_DIGEST, policy.COSIGN_SIGN_PREDICATE))
+    assert evaluate(pol, NOTATION_DIGEST, Candidates(bundles=[att, sig]),
+                    repository=REPO).passed
+
+
+def test_duplicate_keys_in_a_bundle_fail_the_authority() -> None:
+    from publisher.sign_cosign import build_key_bundle
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
+    good = build_key_bundle(key, _statement(NOTATION_DIGEST, policy.COSIGN_SIGN_PREDICATE))
+    dup = good.replace(b'"mediaType":', b'"MediaType":"x","mediaType":', 1)
+    r = evaluate(pol, NOTATION_DIGEST, Candidates(bundles=[dup]), repository=REPO)
+    assert not r.passed and "twice" in r.authorities[0].reason
+    assert "MalformedDocumentError" in r.authorities[0].reason
+
+
+def test_reasons_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise ValueError("line one\nline two\n\tline three")
+
+    monkeypatch.setattr(policy, "verify_legacy_signature", boom)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
+    r = evaluate(pol, NOTATION_DIGEST, Candidates(legacy=[sign_legacy(key, REPO,
+                                                                      NOTATION_DIGEST)]),
+                 repository=REPO)
+    assert not r.passed and "\n" not in r.authorities[0].reason
+    assert "line one line two line three" in r.authorities[0].reason
+
+
+def test_logged_failures_never_pass_whatever_produced_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defensive check in evaluate: a 'passing' result carrying logged failures fails."""
+    from verifier.results import SignatureVerification, Signer
+
+    def fake(*_a: Any, **_k: Any) -> SignatureVerification:
+        return SignatureVerification(digest=NOTATION_DIGEST, signer=Signer(kind="key"),
+                                     kind="cosign-legacy",
+                                     logged_failures=("authenticity failed: untrusted",))
+
+    monkeypatch.setattr(policy, "verify_legacy_signature", fake)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
+    r = evaluate(pol, NOTATION_DIGEST, Candidates(legacy=[sign_legacy(key, REPO,
+                                                                      NOTATION_DIGEST)]),
+                 repository=REPO)
+    assert not r.passed and "logged failures never satisfy" in r.authorities[0].reason
+
+
+def test_hostile_policy_inputs_are_typed_errors() -> None:
+    with pytest.raises(PolicyError, match="invalid level"):
+        parse_trust_policy({"version": "1.0", "trustPolicies": [{
+            "name": "x", "registryScopes": ["*"], "signatureVerification": {"level": []}}]})
+    with pytest.raises(PolicyError, match="twice"):
+        parse_trust_policy(b'{"version":"1.0","Version":"1.0","trustPolicies":[]}')
+    with pytest.raises(PolicyError, match="not a PEM or DER"):
+        from_flux_verify({"provider": "notation"}, {
+            "trustpolicy.json": json.dumps(trust_policy("strict", ("ca:flux",))).encode(),
+            "root.crt": b"garbage"})

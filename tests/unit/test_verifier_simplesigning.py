@@ -226,3 +226,55 @@ def test_legacy_keyless_with_private_root() -> None:
         verify_legacy_keyless_signature(layer, ident, DIGEST,
                                         trusted_root=load_trusted_root(
                                             FakeSigstore().trusted_root()))
+
+
+# -- security: parser differentials with Go --------------------------------------------------
+
+_OTHER = "sha256:" + "0" * 63 + "1"
+_TARGET = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("image", [
+    # Python keeps the last duplicate: it reads TARGET.
+    f'"docker-manifest-digest":"{_OTHER}","docker-manifest-digest":"{_TARGET}"',
+    # Python reads the exact key (TARGET); Go's encoding/json fills the field from the later
+    # case variant too, and keeps the last: it reads OTHER.
+    f'"docker-manifest-digest":"{_TARGET}","Docker-Manifest-Digest":"{_OTHER}"',
+])
+def test_ambiguous_signed_payload_is_refused(image: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    payload = ('{"critical":{"identity":{"docker-reference":"r"},"image":{' + image
+               + '},"type":"cosign container image signature"},"optional":null}').encode()
+    from verifier.sigalg import sign
+
+    sig = LegacySignature(payload=payload, signature=sign(key, payload))
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        verify_legacy_signature(sig, key.public_key(), _TARGET)
+
+
+@pytest.mark.parametrize("payload, match", [
+    (b'{"critical":{"Type":"x","type":"cosign container image signature"}}', "twice"),
+    (b'{"critical":' * 100 + b"{}" + b"}" * 100, "nested"),
+    (b"\xff\xfe{}", "not valid JSON"),
+    (b"[]", "not a JSON object"),
+    (b'{"critical":[]}', "missing or mistyped"),
+])
+def test_payload_parse_errors_are_typed(payload: bytes, match: str) -> None:
+    with pytest.raises(MalformedSignatureError, match=match):
+        simplesigning.parse_payload(payload)
+
+
+def test_rekor_annotation_and_body_are_strict() -> None:
+    with pytest.raises(MalformedSignatureError, match="twice"):
+        rekor.parse_rekor_bundle('{"Payload":{},"payload":{}}')
+    rb = rekor.RekorBundle(b"", b'{"kind":"hashedrekord","Kind":"x","spec":{}}', 1, 1, b"")
+    with pytest.raises(TransparencyLogError, match="twice"):
+        rekor.check_entry_body(rb, signature=b"", payload=b"",
+                               key=ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def test_rekor_integrated_time_out_of_range_is_typed() -> None:
+    ann = json.dumps({"SignedEntryTimestamp": "", "Payload": {
+        "body": "", "integratedTime": 10 ** 20, "logIndex": 1, "logID": "00"}})
+    with pytest.raises(MalformedSignatureError, match="year 9999"):
+        rekor.parse_rekor_bundle(ann)
