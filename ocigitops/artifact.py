@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ocigitops import jsonsafe
 from ocigitops import mediatypes as mt
-from ocigitops.errors import NotAnArtifactError, UsageError
+from ocigitops.errors import NotAnArtifactError, OcigitopsError, UsageError
 from ocigitops.ignore import matcher
 from ocigitops.pgzip import ParallelGzipWriter
 from ocigitops.registry import Descriptor
@@ -234,9 +235,9 @@ class ArtifactManifest:
 def parse_manifest(data: bytes, media_type: str = "") -> ArtifactManifest:
     """Parse an image manifest; refuse indexes and anything that is not one."""
     try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise NotAnArtifactError(f"manifest is not valid JSON: {e}") from e
+        doc = jsonsafe.loads(data, "manifest")
+    except OcigitopsError as e:
+        raise NotAnArtifactError(str(e)) from e
     if not isinstance(doc, dict):
         raise NotAnArtifactError("manifest is not a JSON object")
     kind = str(doc.get("mediaType") or media_type)

@@ -34,7 +34,8 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _err(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    # One line whatever the message holds: text from a registry may carry newlines.
+    click.echo(f"error: {' '.join(message.split())}", err=True)
 
 
 def _info(message: str) -> None:
@@ -57,8 +58,9 @@ def registry_options(f: F) -> F:
                      default=None, help="Client certificate for mutual TLS."),
         click.option("--key-file", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Client key for mutual TLS."),
-        click.option("--timeout", type=float, default=60.0, show_default=True,
-                     help="Per-request timeout in seconds."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+                     show_default=True, help="Time limit in seconds for the whole registry"
+                     " operation (every request and read in it), as Flux's --timeout."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -124,7 +126,8 @@ def make_client(creds: str | None, insecure_registry: bool, docker_config: Path 
     configs = [_load_docker_config(docker_config)] if docker_config else []
     resolver = CredentialResolver(creds=parse_creds(creds) if creds else None, configs=configs)
     return RegistryClient(resolver, insecure=insecure_registry, ca_file=ca_file,
-                          cert_file=cert_file, key_file=key_file, timeout=timeout)
+                          cert_file=cert_file, key_file=key_file, timeout=min(timeout, 60.0),
+                          deadline=timeout)
 
 
 def _client_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -541,11 +544,9 @@ def generate_key_pair_cmd(output_key_prefix: str, force: bool) -> None:
 
 
 async def _resolve(client: RegistryClient, ref: Reference) -> tuple[str, str, int]:
-    """(digest, media type, size) of the manifest ``ref`` names."""
-    desc = await client.head_manifest(ref)
-    if ref.digest and desc.digest != ref.digest:
-        raise UsageError(f"{ref} resolved to {desc.digest}")
-    return desc.digest, desc.media_type, desc.size
+    """(digest, media type, size) of the manifest ``ref`` names, from its verified bytes."""
+    m = await client.resolve(ref)
+    return m.digest, m.media_type, len(m.data)
 
 
 SignFn = Callable[["RegistryClient", "Reference", str, str, int], Coroutine[Any, Any, Any]]
@@ -649,8 +650,9 @@ def sign_artifact_cmd(url: str, key: Path | None, keyless: bool, identity_token:
 @click.option("--policy", "policy_file",
               type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Signature policy document (YAML/JSON) listing authorities and a rule.")
-@click.option("--require", "rule", default="any", show_default=True,
-              help="With several flag authorities: any, all, or a number.")
+@click.option("--require", "rule", default=None, metavar="any|all|N",
+              help="With several flag authorities: exactly any (the default), all, or a"
+                   " number N (1 up to the number of authorities) that must pass.")
 @click.option("--trusted-root", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="sigstore trusted_root.json (default: public-good root).")
 @click.option("--annotation", "-a", "annotations", multiple=True, metavar="KEY=VALUE",
@@ -668,7 +670,8 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
                         certificate_github_workflow_trigger: str | None,
                         certificate_github_workflow_sha: str | None,
                         trust_policy: Path | None, trust_store: Path | None,
-                        policy_file: Path | None, rule: str, trusted_root: Path | None,
+                        policy_file: Path | None, rule: str | None,
+                        trusted_root: Path | None,
                         annotations: tuple[str, ...], require_tlog: bool, fmt: str,
                         **kw: Any) -> None:
     """Verify the signatures of the artifact at URL; exit 0 only when the policy passes."""
@@ -686,6 +689,9 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
         "trigger": certificate_github_workflow_trigger,
         "sha": certificate_github_workflow_sha}.items() if v}
     if policy_file:
+        if rule is not None:
+            raise UsageError("--require applies to flag authorities; with --policy, write the"
+                             " rule in the policy file (rule: any, all or a number)")
         policy = load_policy_file(policy_file, trusted_root=root)
     else:
         policy = policy_from_flags(
@@ -694,7 +700,7 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
             issuer_regexp=certificate_oidc_issuer_regexp, github=github or None,
             trust_policy=trust_policy, trust_store=trust_store,
             annotations=_parse_annotations(annotations), require_tlog=require_tlog,
-            trusted_root=root, rule=rule)
+            trusted_root=root, rule="any" if rule is None else rule)
 
     async def go() -> Any:
         async with make_client(**_client_kwargs(kw)) as client:

@@ -13,22 +13,26 @@ leaves partial files in the output directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
-import stat
 import tempfile
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
-from ocigitops.errors import SizeLimitError, UnsafeArchiveError
+from ocigitops.errors import DeadlineExceededError, SizeLimitError, UnsafeArchiveError
 
 #: Defaults no normal manifest tree reaches and every zip bomb does.
 DEFAULT_MAX_TOTAL = 1024 * 1024 * 1024  # 1 GiB uncompressed
 DEFAULT_MAX_FILE = 256 * 1024 * 1024    # 256 MiB per file
 DEFAULT_MAX_ENTRIES = 200_000
+#: Tar headers, padding and gzip framing on top of the file contents: a layer (compressed)
+#: or its tar stream (uncompressed) may be this much larger than ``max_total``.
+ARCHIVE_OVERHEAD = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,22 @@ class Limits:
     max_total: int = DEFAULT_MAX_TOTAL
     max_file: int = DEFAULT_MAX_FILE
     max_entries: int = DEFAULT_MAX_ENTRIES
+
+    @property
+    def max_stream(self) -> int:
+        """The most bytes a layer may have, compressed or as a tar stream: the contents
+        plus :data:`ARCHIVE_OVERHEAD`. gzip never grows data by more than a few bytes per
+        block, so a layer over this can only be padding or a bomb, and is refused before
+        a byte of it is downloaded. The allowance is at most the contents' own size, so a
+        small limit stays small (``--max-size 1000000`` admits a 2 MB layer, not 65 MB)."""
+        return self.max_total + min(ARCHIVE_OVERHEAD, max(self.max_total, 1024 * 1024))
+
+    def check_layer_size(self, size: int, what: str) -> None:
+        """Raise SizeLimitError when a layer of ``size`` bytes is over :attr:`max_stream`."""
+        if size > self.max_stream:
+            raise SizeLimitError(f"{what} is {size} bytes compressed, over the"
+                                 f" {self.max_stream}-byte limit for content of at most"
+                                 f" {self.max_total} bytes")
 
 
 DEFAULT_LIMITS = Limits()
@@ -129,10 +149,10 @@ def _number(field: bytes, what: str) -> int:
         value = int.from_bytes(field[1:], "big")
         return -value if field[0] & 0x40 else value
     text = field.split(b"\0", 1)[0].strip(b" \0")
-    try:
-        return int(text or b"0", 8)
-    except ValueError as e:
-        raise UnsafeArchiveError(f"archive header has an invalid {what} field {text!r}") from e
+    # Octal digits only, as Go's reader: Python's int() would also take a sign or "_".
+    if text.strip(b"01234567"):
+        raise UnsafeArchiveError(f"archive header has an invalid {what} field {text!r}")
+    return int(text or b"0", 8)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
@@ -142,17 +162,25 @@ def _pax_records(data: bytes) -> dict[str, str]:
         sp = data.find(b" ", pos)
         if sp < 0:
             raise UnsafeArchiveError("archive has a malformed PAX header")
-        try:
-            length = int(data[pos:sp])
-        except ValueError as e:
-            raise UnsafeArchiveError("archive has a malformed PAX header") from e
+        length = _decimal(data[pos:sp].decode("latin-1"), "PAX record length")
         record = data[sp + 1:pos + length - 1]
         if length <= 0 or pos + length > len(data) or b"=" not in record:
             raise UnsafeArchiveError("archive has a malformed PAX header")
         key, _, value = record.partition(b"=")
-        out[key.decode()] = value.decode("utf-8", errors="surrogateescape")
+        try:
+            name = key.decode()
+        except UnicodeDecodeError as e:
+            raise UnsafeArchiveError("archive has a PAX header key that is not UTF-8") from e
+        out[name] = value.decode("utf-8", errors="surrogateescape")
         pos += length
     return out
+
+
+def _decimal(text: str, what: str) -> int:
+    """A non-negative decimal as Go's tar reader takes it (no sign, spaces or ``_``)."""
+    if not text or len(text) > 20 or not (text.isascii() and text.isdigit()):
+        raise UnsafeArchiveError(f"archive has a malformed {what} {text[:30]!r}")
+    return int(text)
 
 
 def _members(stream: _Reader) -> Iterator[tuple[_Member, _Body]]:
@@ -202,10 +230,8 @@ def _members(stream: _Reader) -> Iterator[tuple[_Member, _Body]]:
             name = _cstr(block[345:500]) + "/" + name
         name = pax.get("path", long_name or name)
         if "size" in pax:
-            try:
-                size = int(pax["size"])
-            except ValueError as e:
-                raise UnsafeArchiveError("archive has a malformed PAX size") from e
+            # Unsigned by construction: a negative size made the reader loop for ever.
+            size = _decimal(pax["size"], "PAX size")
         linkname = pax.get("linkpath", _cstr(block[157:257]))
         member = _Member(name, typeflag, size, _number(block[100:108], "mode"), linkname)
         pax, long_name = {}, None
@@ -240,7 +266,7 @@ class _Body:
         return data
 
     def skip_rest(self) -> None:
-        while self._left:
+        while self._left > 0:
             self.read(1024 * 1024)
 
 
@@ -255,17 +281,26 @@ def _check_name(name: str) -> PurePosixPath:
     return p
 
 
-def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMITS) -> int:
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceededError("extraction did not finish in time: stopped")
+
+
+def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMITS, *,
+                   deadline: float | None = None) -> int:
     """Extract a tar+gzip stream into the existing empty directory ``dest``.
 
-    Returns the number of files written. Raises UnsafeArchiveError/SizeLimitError.
+    Returns the number of files written. Raises UnsafeArchiveError/SizeLimitError, and
+    DeadlineExceededError once ``time.monotonic()`` passes ``deadline`` (checked for every
+    entry and every MiB, so a thread running this can always be stopped).
     The caller owns ``dest`` and deletes it on failure (see :func:`extract_to`).
     """
-    gunzip = BoundedGunzip(stream, limits.max_total + 64 * 1024 * 1024)
+    gunzip = BoundedGunzip(stream, limits.max_stream)
     total = files = entries = 0
     root = dest.resolve()
     made: set[Path] = {root}
     for member, body in _members(gunzip):
+        _check_deadline(deadline)
         entries += 1
         if entries > limits.max_entries:
             raise SizeLimitError(f"archive has more than {limits.max_entries} entries")
@@ -303,14 +338,21 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
                     raise UnsafeArchiveError(f"archive entry {member.name!r} escapes the"
                                              " target")
                 made.add(parent)
-            mode = stat.S_IMODE(member.mode) & 0o777 | 0o600
+            # Plain int arithmetic: a base-256 mode can be wider than a C long.
+            mode = member.mode & 0o777 | 0o600
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         except (FileExistsError, NotADirectoryError, IsADirectoryError) as e:
             raise UnsafeArchiveError(f"archive entry {member.name!r} conflicts with an earlier"
                                      " entry") from e
+        except OSError as e:  # ENAMETOOLONG: a name part over 255 bytes, a path over 4 KiB
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            raise UnsafeArchiveError(f"archive entry {member.name[:100]!r}... has a name too"
+                                     " long for the file system") from e
         with os.fdopen(fd, "wb") as out:
             while chunk := body.read(1024 * 1024):
                 out.write(chunk)
+                _check_deadline(deadline)
         files += 1
     return files
 
@@ -344,21 +386,28 @@ def commit_dir(staged: Path, output: Path) -> None:
 
 
 async def extract_to(chunks: AsyncIterator[bytes], output: Path, limits: Limits = DEFAULT_LIMITS,
-                     ) -> int:
+                     *, deadline: float | None = None) -> int:
     """Stream verified layer bytes to a spool file, extract, then move into ``output``.
 
     The spool is needed because the digest is only known to be right once the last
-    chunk arrived: nothing is extracted from unverified bytes.
+    chunk arrived: nothing is extracted from unverified bytes. The spool never holds
+    more than ``limits.max_stream`` bytes (callers also refuse a layer whose descriptor
+    says more, before downloading: :meth:`Limits.check_layer_size`).
     """
     staged = staging_dir(output)
     try:
         with tempfile.TemporaryFile(dir=staged.parent) as spool:
+            spooled = 0
             async for chunk in chunks:
+                spooled += len(chunk)
+                if spooled > limits.max_stream:
+                    raise SizeLimitError(f"layer is over the {limits.max_stream}-byte limit"
+                                         " for compressed content")
                 spool.write(chunk)
             spool.seek(0)
             tree = staged / "tree"
             tree.mkdir()
-            count = extract_stream(spool, tree, limits)
+            count = extract_stream(spool, tree, limits, deadline=deadline)
         commit_dir(tree, output)
         return count
     finally:

@@ -50,6 +50,7 @@ async def pull_artifact(client: RegistryClient, ref: Reference, output: Path, *,
     """Download the artifact at ``ref`` and extract its content layer into ``output``."""
     digest, manifest = await resolve_manifest(client, ref)
     layer = manifest.select_layer(layer_selector)
+    limits.check_layer_size(layer.size, f"layer {layer.digest}")
     pinned = ref.with_digest(digest)
     on_progress = progress("download", layer.size) if progress else None
 
@@ -59,6 +60,6 @@ async def pull_artifact(client: RegistryClient, ref: Reference, output: Path, *,
                 on_progress(len(chunk))
             yield chunk
 
-    files = await extract_to(chunks(), output, limits)
+    files = await extract_to(chunks(), output, limits, deadline=client.deadline_at)
     return PullResult(url=ref.url(), digest=digest, layer=layer, metadata=manifest.metadata,
                       files=files, output=output)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import email.utils
 import functools
 import hashlib
@@ -32,12 +31,15 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 
-from ocigitops import __version__
+from ocigitops import __version__, jsonsafe
 from ocigitops.auth import Challenge, CredentialResolver, Credentials, parse_challenge
+from ocigitops.digests import check_digest, digest_of, hasher, is_digest
 from ocigitops.errors import (
     AuthenticationError,
+    DeadlineExceededError,
     DigestMismatchError,
     NotFoundError,
+    OcigitopsError,
     PermissionDeniedError,
     RegistryError,
     RegistryUnreachableError,
@@ -53,6 +55,16 @@ log = logging.getLogger("ocigitops.registry")
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 #: Upper bound on referrers collected for one subject (pages are followed until then).
 MAX_REFERRERS = 10_000
+#: Bounds on what a registry can make us read, whatever it claims (issue 7): a tag-list or
+#: token answer, an error body (only its first line is shown), the pages of one listing,
+#: the bytes of all pages of one listing, and the tags kept.
+MAX_BODY = 4 * 1024 * 1024
+MAX_ERROR_BODY = 64 * 1024
+MAX_PAGES = 1000
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+MAX_TAGS = 250_000
+#: A descriptor's size must fit in a JSON number Go and JavaScript read exactly.
+MAX_DESCRIPTOR_SIZE = 2 ** 53
 _READ_CHUNK = 1024 * 1024
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -84,12 +96,20 @@ class Descriptor:
         """Parse a descriptor object, raising ValueError on a malformed one."""
         if not isinstance(doc, dict):
             raise ValueError("descriptor is not an object")
-        try:
-            digest, size, mt = str(doc["digest"]), int(doc["size"]), str(doc.get("mediaType", ""))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"descriptor lacks digest or size: {e}") from e
+        digest, size = doc.get("digest"), doc.get("size")
+        if not is_digest(digest):
+            raise ValueError(f"descriptor digest {str(digest)[:100]!r} is not a canonical"
+                             " sha256 or sha512 digest")
+        # bool is an int in Python but not a JSON number; floats and strings are refused
+        # as Go's int64 field refuses them.
+        if type(size) is not int or not 0 <= size <= MAX_DESCRIPTOR_SIZE:
+            raise ValueError(f"descriptor size {str(size)[:40]!r} is not a non-negative"
+                             " integer")
+        mt = doc.get("mediaType", "")
+        if not isinstance(mt, str):
+            raise ValueError("descriptor mediaType is not a string")
         ann = doc.get("annotations")
-        return cls(media_type=mt, digest=digest, size=size,
+        return cls(media_type=mt, digest=str(digest), size=size,
                    annotations={str(k): str(v) for k, v in ann.items()}
                    if isinstance(ann, dict) else None,
                    artifact_type=str(doc["artifactType"]) if doc.get("artifactType") else None)
@@ -104,14 +124,12 @@ class Manifest:
     digest: str
 
     def json(self) -> dict[str, Any]:
-        """Parse the manifest; raise RegistryError when it is not a JSON object."""
+        """Parse the manifest strictly; raise RegistryError when it is not a JSON object
+        (or is ambiguous: duplicate keys, too deep; see :mod:`ocigitops.jsonsafe`)."""
         try:
-            doc = json.loads(self.data)
-        except ValueError as e:
-            raise RegistryError(f"manifest {self.digest} is not valid JSON") from e
-        if not isinstance(doc, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return doc
+            return jsonsafe.loads_object(self.data, f"manifest {self.digest}")
+        except OcigitopsError as e:
+            raise RegistryError(str(e)) from e
 
 
 @dataclass(frozen=True)
@@ -162,16 +180,39 @@ def fallback_tag(digest: str) -> str:
 
 def _error_from_body(body: bytes) -> tuple[str | None, str]:
     try:
-        doc = json.loads(body)
+        doc = jsonsafe.loads(body, "error body")
         errs = doc.get("errors") if isinstance(doc, dict) else None
         if isinstance(errs, list) and errs and isinstance(errs[0], dict):
             first = errs[0]
-            return (str(first.get("code")) if first.get("code") else None,
-                    str(first.get("message") or "").strip())
-    except ValueError:
+            return (str(first.get("code"))[:100] if first.get("code") else None,
+                    " ".join(str(first.get("message") or "").split())[:300])
+    except OcigitopsError:
         pass
     text = body.decode(errors="replace").strip().splitlines()
     return None, (text[0][:200] if text else "")
+
+
+def _decoded(body: bytes, encoding: str, limit: int, what: str) -> bytes:
+    """Undo a gzip/deflate Content-Encoding without producing more than ``limit`` bytes.
+
+    We ask for ``identity``; a server that compresses anyway is decoded with a bound, so a
+    small compressed answer cannot expand into gigabytes in memory.
+    """
+    import zlib
+
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise RegistryError(f"{what}: unsupported Content-Encoding {enc[:40]!r}")
+    z = zlib.decompressobj(16 + zlib.MAX_WBITS if "gzip" in enc else zlib.MAX_WBITS)
+    try:
+        out = z.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise RegistryError(f"{what}: invalid {enc} body: {e}") from e
+    if len(out) > limit:
+        raise RegistryError(f"{what} is over the {limit}-byte limit once decoded")
+    return out
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -215,6 +256,12 @@ class RegistryClient:
 
     ``insecure`` (True or a set of hosts) selects plain HTTP; everything else is HTTPS
     verified against the system trust store or ``ca_file``.
+
+    ``timeout`` bounds each connect and each read. ``deadline`` (seconds) bounds the
+    whole ``async with`` block: a registry that answers one byte every few seconds gets
+    past every per-read timeout, never past the deadline, which ends the block with
+    DeadlineExceededError. Synchronous work inside the block (extraction) reads
+    :attr:`deadline_at` to stop at the same moment.
     """
 
     def __init__(
@@ -231,7 +278,12 @@ class RegistryClient:
         backoff_max: float = 8.0,
         transport: httpx.AsyncBaseTransport | None = None,
         proxy: str | None = None,
+        deadline: float | None = None,
     ) -> None:
+        self._deadline = deadline
+        self._timeout_cm: asyncio.Timeout | None = None
+        #: ``time.monotonic()`` value at which the deadline passes (None: no deadline).
+        self.deadline_at: float | None = None
         self._credentials = credentials or CredentialResolver()
         self._insecure_all = insecure is True
         self._insecure_hosts = set() if isinstance(insecure, bool) else set(insecure)
@@ -246,7 +298,9 @@ class RegistryClient:
                 verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
-            headers={"User-Agent": f"ocigitops/{__version__}"}, transport=transport,
+            # identity: a compressed answer could expand past every bound we set on reads.
+            headers={"User-Agent": f"ocigitops/{__version__}", "Accept-Encoding": "identity"},
+            transport=transport,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             proxy=proxy,
         )
@@ -258,10 +312,24 @@ class RegistryClient:
         self.request_count: dict[str, int] = {}
 
     async def __aenter__(self) -> RegistryClient:
+        if self._deadline is not None:
+            self._timeout_cm = asyncio.timeout(self._deadline)
+            await self._timeout_cm.__aenter__()
+            self.deadline_at = time.monotonic() + self._deadline
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: Any) -> None:
+        try:
+            if self._timeout_cm is not None:
+                await self._timeout_cm.__aexit__(exc_type, exc, tb)
+        except TimeoutError as e:
+            raise DeadlineExceededError(
+                f"registry operations did not finish within {self._deadline:g}s: stopped"
+                " (a slow or stalled registry; raise the timeout if it is only slow)") from e
+        finally:
+            self._timeout_cm = None
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Close pooled connections."""
@@ -277,11 +345,65 @@ class RegistryClient:
     def _state(self, host: str) -> _HostState:
         return self._hosts.setdefault(host, _HostState())
 
+    async def _read_body(self, resp: httpx.Response, limit: int, what: str, *,
+                         truncate: bool = False) -> bytes:
+        """Read a streamed body, at most ``limit`` bytes, and close the response.
+
+        Over the limit is an error (with ``truncate``, the rest is dropped: error bodies
+        are only shown by their first line). A connection that breaks off is an error too,
+        never a short document taken as whole.
+        """
+        buf = bytearray()
+        if resp.is_stream_consumed:  # an in-memory transport (tests) hands bodies read
+            chunks: AsyncIterator[bytes] = _aiter(iter([resp.content]))
+        else:
+            chunks = resp.aiter_raw()
+        try:
+            async for chunk in chunks:
+                buf += chunk
+                if len(buf) > limit:
+                    if truncate:
+                        del buf[limit:]
+                        break
+                    raise RegistryError(f"{what} is over the {limit}-byte limit")
+        except httpx.TransportError as e:
+            if not truncate:
+                raise RegistryError(f"{what} broke off after {len(buf)} bytes"
+                                    f" ({type(e).__name__}): truncated answer") from e
+        finally:
+            await resp.aclose()
+        try:
+            return _decoded(bytes(buf), resp.headers.get("Content-Encoding", ""), limit, what)
+        except RegistryError:
+            if truncate:
+                return bytes(buf)
+            raise
+
+    @staticmethod
+    def _loaded(resp: httpx.Response, body: bytes) -> httpx.Response:
+        """A response like ``resp`` whose (already decoded) body is ``body``.
+
+        Content-Length stays as sent (a HEAD answer's is the manifest size) unless the
+        body was decoded from a Content-Encoding.
+        """
+        drop = {"content-encoding", "transfer-encoding"}
+        if resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            drop.add("content-length")
+        headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in drop]
+        return httpx.Response(resp.status_code, headers=headers, content=body,
+                              request=resp.request)
+
     async def _send(self, method: str, url: str, *, headers: dict[str, str],
                     content: bytes | Callable[[], Iterator[bytes]] | None = None,
                     params: dict[str, str] | None = None, stream: bool = False,
-                    follow_redirects: bool = True, host: str) -> httpx.Response:
-        """One exchange, retried on connection errors, 408/429/5xx with bounded backoff."""
+                    follow_redirects: bool = True, host: str,
+                    max_body: int = MAX_BODY) -> httpx.Response:
+        """One exchange, retried on connection errors, 408/429/5xx with bounded backoff.
+
+        The body is always streamed: without ``stream`` it is read here, at most
+        ``max_body`` bytes (an error answer's first :data:`MAX_ERROR_BODY` bytes), so
+        no answer is ever read whole whatever its size.
+        """
         attempt = 0
         while True:
             body: bytes | AsyncIterator[bytes] | None = (
@@ -290,7 +412,7 @@ class RegistryClient:
                                            params=params)
             self.request_count[method] = self.request_count.get(method, 0) + 1
             try:
-                resp = await self._http.send(req, stream=stream, follow_redirects=follow_redirects)
+                resp = await self._http.send(req, stream=True, follow_redirects=follow_redirects)
             except ssl.SSLError as e:
                 # TLS 1.3 reports a refused client certificate after the handshake, so it
                 # can surface from a read rather than as an httpx ConnectError.
@@ -303,7 +425,14 @@ class RegistryClient:
                           extra={"host": host, "error": type(e).__name__, "delay": delay})
             else:
                 if resp.status_code not in _RETRY_STATUSES or attempt >= self.max_retries:
-                    return resp
+                    if stream:
+                        return resp
+                    ok = resp.is_success
+                    body = await self._read_body(
+                        resp, max_body if ok else MAX_ERROR_BODY,
+                        f"answer of {host} to {method} {urlparse(url).path[:200]}",
+                        truncate=not ok)
+                    return self._loaded(resp, body)
                 delay = self._backoff(attempt, _retry_after(resp))
                 await resp.aclose()
                 log.debug("transient status, retrying",
@@ -345,21 +474,22 @@ class RegistryClient:
             params.append(("service", challenge.params["service"]))
         for s in scopes:
             params.append(("scope", s))
-        headers: dict[str, str] = {}
+        auth: tuple[str, str] | None = None
         if creds and creds.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
                     "client_id": "ocigitops", "service": challenge.params.get("service", ""),
                     "scope": " ".join(scopes)}
-            try:
-                resp = await self._http.post(realm, data=form)
-            except httpx.TransportError as e:
-                raise self._unreachable(urlparse(realm).netloc, e) from e
+            req = self._http.build_request("POST", realm, data=form)
         else:
             auth = (creds.username, creds.password) if creds and creds.username else None
-            try:
-                resp = await self._http.get(realm, params=params, headers=headers, auth=auth)
-            except httpx.TransportError as e:
-                raise self._unreachable(urlparse(realm).netloc, e) from e
+            req = self._http.build_request("GET", realm, params=params)
+        try:
+            streamed = await self._http.send(req, stream=True, auth=auth)
+            body = await self._read_body(streamed, 1024 * 1024, f"token answer of {host}",
+                                         truncate=not streamed.is_success)
+        except httpx.TransportError as e:
+            raise self._unreachable(urlparse(realm).netloc, e) from e
+        resp = self._loaded(streamed, body)
         if resp.status_code in (401, 403):
             raise AuthenticationError(
                 f"registry {host} refused the credentials"
@@ -371,9 +501,9 @@ class RegistryClient:
                 f"token service of {host} answered {resp.status_code}",
                 status=resp.status_code)
         try:
-            doc = resp.json()
+            doc = jsonsafe.loads_object(resp.content, f"token answer of {host}")
             token = str(doc.get("token") or doc.get("access_token") or "")
-        except ValueError as e:
+        except OcigitopsError as e:
             raise AuthenticationError(f"token service of {host} returned invalid JSON") from e
         if not token:
             raise AuthenticationError(f"token service of {host} returned no token")
@@ -384,7 +514,7 @@ class RegistryClient:
                        content: bytes | Callable[[], Iterator[bytes]] | None = None,
                        params: dict[str, str] | None = None, stream: bool = False,
                        follow_redirects: bool = True, absolute_url: str | None = None,
-                       ) -> httpx.Response:
+                       max_body: int = MAX_BODY) -> httpx.Response:
         """Send with authentication: reuse a cached token, answer one challenge, retry once."""
         state = self._state(host)
         url = absolute_url or self.base_url(host) + path
@@ -399,7 +529,8 @@ class RegistryClient:
             if creds and creds.username:
                 hdrs["Authorization"] = _basic(creds)
         resp = await self._send(method, url, headers=hdrs, content=content, params=params,
-                                stream=stream, follow_redirects=follow_redirects, host=host)
+                                stream=stream, follow_redirects=follow_redirects, host=host,
+                                max_body=max_body)
         if resp.status_code != 401:
             return resp
         header = resp.headers.get("WWW-Authenticate", "")
@@ -418,7 +549,8 @@ class RegistryClient:
                 f"registry {host} requires authentication: pass --creds user:password or run"
                 " docker login", status=401, code="UNAUTHORIZED", url=url)
         resp = await self._send(method, url, headers=hdrs, content=content, params=params,
-                                stream=stream, follow_redirects=follow_redirects, host=host)
+                                stream=stream, follow_redirects=follow_redirects, host=host,
+                                max_body=max_body)
         if resp.status_code == 401:
             await resp.aclose()
             who = f" for user {creds.username!r}" if creds and creds.username else ""
@@ -457,9 +589,9 @@ class RegistryClient:
         if resp.is_success:
             return
         try:
-            body = await resp.aread()
-        except httpx.HTTPError:
-            body = b""
+            body = resp.content[:MAX_ERROR_BODY]
+        except httpx.ResponseNotRead:
+            body = await self._read_body(resp, MAX_ERROR_BODY, what, truncate=True)
         code, message = _error_from_body(body)
         detail = f"{code}: {message}" if code else (message or f"HTTP {resp.status_code}")
         text = f"{what} on {host}: {detail}"
@@ -487,7 +619,13 @@ class RegistryClient:
         await self._raise_for(resp, "ping", host)
 
     async def head_manifest(self, ref: Reference) -> Descriptor:
-        """HEAD the manifest of ``ref`` (falling back to GET when HEAD lacks a digest)."""
+        """HEAD the manifest of ``ref`` (falling back to GET when HEAD lacks a digest).
+
+        A digest in ``ref`` is the digest: an answer naming another one raises
+        DigestMismatchError, never replaces it. A digest learned from a tag is only a
+        claim until the manifest bytes fetched by it hash to it (:meth:`get_manifest`,
+        or :meth:`resolve`, which does both).
+        """
         resp = await self._request(
             "HEAD", ref.api_host, f"/v2/{ref.repository}/manifests/{ref.identifier}",
             scopes=self._scopes(ref), headers={"Accept": ", ".join(MANIFEST_TYPES)})
@@ -495,13 +633,34 @@ class RegistryClient:
             raise NotFoundError(f"{ref} not found: MANIFEST_UNKNOWN", status=404,
                                 code="MANIFEST_UNKNOWN")
         await self._raise_for(resp, f"HEAD {ref}", ref.api_host)
-        digest = resp.headers.get("Docker-Content-Digest", "")
-        media_type = resp.headers.get("Content-Type", "").split(";")[0]
-        size = int(resp.headers.get("Content-Length", "0") or 0)
-        if not digest or not media_type:
+        digest = resp.headers.get("Docker-Content-Digest", "").strip()
+        media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            size = int(resp.headers.get("Content-Length", "0") or 0)
+        except ValueError:
+            size = -1
+        if not digest or not media_type or not 0 <= size <= MAX_MANIFEST_SIZE:
             m = await self.get_manifest(ref)
             return Descriptor(m.media_type, m.digest, len(m.data))
+        check_digest(digest, f"digest the registry {ref.api_host} named for {ref}")
+        if ref.digest and digest != ref.digest:
+            raise DigestMismatchError(
+                f"registry {ref.api_host} answered {digest} for {ref}: a pinned digest is"
+                " never replaced by the registry's answer")
         return Descriptor(media_type, digest, size)
+
+    async def resolve(self, ref: Reference) -> Manifest:
+        """The manifest ``ref`` names, fetched by digest and checked against it.
+
+        With a tag: HEAD gives the digest, then the manifest is fetched by that digest and
+        its bytes must hash to it; with a digest: the manifest bytes must hash to that one.
+        What callers verify, sign or store is therefore always ``Manifest.digest``, and
+        its size and media type come from the bytes, not from headers.
+        """
+        if ref.digest:
+            return await self.get_manifest(ref)
+        desc = await self.head_manifest(ref)
+        return await self.get_manifest(ref.with_digest(desc.digest))
 
     async def get_manifest(self, ref: Reference, *,
                            accept: Iterable[str] = MANIFEST_TYPES) -> Manifest:
@@ -515,27 +674,26 @@ class RegistryClient:
                                     " digest in the repository)", status=404,
                                     code="MANIFEST_UNKNOWN")
             await self._raise_for(resp, f"GET {ref}", ref.api_host)
-            declared = int(resp.headers.get("Content-Length", "0") or 0)
-            if declared > MAX_MANIFEST_SIZE:
-                raise RegistryError(f"manifest {ref} is {declared} bytes, over the"
+            declared = resp.headers.get("Content-Length", "0") or "0"
+            if not declared.isdigit() or int(declared) > MAX_MANIFEST_SIZE:
+                raise RegistryError(f"manifest {ref} is {declared[:20]} bytes, over the"
                                     f" {MAX_MANIFEST_SIZE}-byte limit")
-            buf = bytearray()
-            async for chunk in resp.aiter_raw():
-                buf += chunk
-                if len(buf) > MAX_MANIFEST_SIZE:
-                    raise RegistryError(f"manifest {ref} is over the {MAX_MANIFEST_SIZE}-byte"
-                                        " limit")
-        finally:
+        except BaseException:
             await resp.aclose()
-        data = bytes(buf)
-        digest = sha256_digest(data)
+            raise
+        data = await self._read_body(resp, MAX_MANIFEST_SIZE, f"manifest {ref}")
+        digest = digest_of(data, ref.digest or "sha256:")
         if ref.digest and ref.digest != digest:
             raise DigestMismatchError(f"manifest {ref} hashes to {digest}: the registry"
                                       " returned different content than requested")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type or media_type not in MANIFEST_TYPES:
-            with contextlib.suppress(ValueError, AttributeError):
-                media_type = str(json.loads(data).get("mediaType") or media_type)
+            try:
+                doc = jsonsafe.loads(data, f"manifest {ref}")
+            except OcigitopsError:
+                doc = None
+            if isinstance(doc, dict) and isinstance(doc.get("mediaType"), str):
+                media_type = doc["mediaType"] or media_type
         return Manifest(data=data, media_type=media_type, digest=digest)
 
     async def put_manifest(self, ref: Reference, data: bytes, media_type: str,
@@ -678,7 +836,7 @@ class RegistryClient:
                 raise NotFoundError(f"blob {desc.digest} not found in {ref.name}: BLOB_UNKNOWN",
                                     status=404, code="BLOB_UNKNOWN")
             await self._raise_for(resp, f"GET blob {desc.digest}", ref.api_host)
-            h = hashlib.sha256()
+            h = hasher(check_digest(desc.digest, "layer digest"))
             got = 0
             try:
                 async for chunk in resp.aiter_raw():
@@ -696,8 +854,8 @@ class RegistryClient:
             if got != desc.size:
                 raise SizeMismatchError(f"blob {desc.digest} is truncated: got {got} of"
                                         f" {desc.size} bytes")
-            actual = "sha256:" + h.hexdigest()
-            if desc.digest.startswith("sha256:") and actual != desc.digest:
+            actual = desc.digest.partition(":")[0] + ":" + h.hexdigest()
+            if actual != desc.digest:
                 raise DigestMismatchError(f"blob {desc.digest} hashes to {actual}: corrupted"
                                           " or tampered layer")
         finally:
@@ -715,14 +873,19 @@ class RegistryClient:
         return bytes(buf)
 
     async def list_tags(self, ref: Reference, *, page_size: int = 1000,
-                        max_pages: int = 1000) -> list[str]:
+                        max_pages: int = MAX_PAGES, max_tags: int = MAX_TAGS) -> list[str]:
         """All tags of the repository, following ``Link`` pagination.
 
         Some registries page by ``n`` but send no ``Link`` header; a full page without
-        one is followed with ``last=<last tag>``, the spec's own parameter.
+        one is followed with ``last=<last tag>``, the spec's own parameter. Each page is
+        read up to :data:`MAX_BODY` bytes; a page URL seen twice (a loop), more than
+        ``max_pages`` pages, :data:`MAX_LISTING_BYTES` in all or more than ``max_tags``
+        tags is an error, not an endless listing.
         """
         tags: list[str] = []
         seen: set[str] = set()
+        urls: set[str] = set()
+        total = 0
         url: str | None = None
         params: dict[str, str] | None = {"n": str(page_size)}
         for _ in range(max_pages):
@@ -733,13 +896,23 @@ class RegistryClient:
                 raise NotFoundError(f"repository {ref.name} not found: NAME_UNKNOWN",
                                     status=404, code="NAME_UNKNOWN")
             await self._raise_for(resp, f"list tags of {ref.name}", ref.api_host)
+            total += len(resp.content)
+            if total > MAX_LISTING_BYTES:
+                raise RegistryError(f"tag list of {ref.name} is over {MAX_LISTING_BYTES}"
+                                    " bytes")
             try:
-                page = [str(t) for t in (resp.json().get("tags") or [])]
-            except (ValueError, AttributeError) as e:
-                raise RegistryError(f"tag list of {ref.name} is not valid JSON") from e
+                doc = jsonsafe.loads_object(resp.content, f"tag list of {ref.name}")
+            except OcigitopsError as e:
+                raise RegistryError(str(e)) from e
+            raw = doc.get("tags") or []
+            if not isinstance(raw, list):
+                raise RegistryError(f"tag list of {ref.name} has no list of tags")
+            page = [t for t in raw if isinstance(t, str)]
             fresh = [t for t in page if t not in seen]
             tags.extend(fresh)
             seen.update(fresh)
+            if len(tags) > max_tags:
+                raise RegistryError(f"repository {ref.name} lists more than {max_tags} tags")
             nxt = resp.links.get("next", {}).get("url")
             if nxt:
                 url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
@@ -747,7 +920,11 @@ class RegistryClient:
                 url, params = None, {"n": str(page_size), "last": page[-1]}
             else:
                 return tags
-        return tags
+            key = url or f"last={page[-1]}"
+            if key in urls:
+                raise RegistryError(f"tag list of {ref.name} pages in a loop ({key[:200]})")
+            urls.add(key)
+        raise RegistryError(f"tag list of {ref.name} has more than {max_pages} pages")
 
     async def referrers(self, ref: Reference, subject: str, artifact_type: str | None = None,
                         *, limit: int = MAX_REFERRERS,
@@ -777,7 +954,9 @@ class RegistryClient:
         params = {"artifactType": artifact_type} if artifact_type else None
         url: str | None = None
         out: list[Descriptor] = []
-        for _ in range(1000):
+        urls: set[str] = set()
+        total = 0
+        for _ in range(MAX_PAGES):
             resp = await self._request(
                 "GET", ref.api_host, f"/v2/{ref.repository}/referrers/{subject}",
                 scopes=self._scopes(ref), params=params, absolute_url=url,
@@ -788,22 +967,24 @@ class RegistryClient:
                     await self._raise_for(resp, f"referrers of {subject}", ref.api_host)
                 if resp.status_code != 200 or (ctype and ctype != OCI_INDEX):
                     return out or None
-                body = bytearray()
-                async for chunk in resp.aiter_raw():
-                    body += chunk
-                    if len(body) > MAX_MANIFEST_SIZE:
-                        raise RegistryError(f"referrers page for {subject} is over"
-                                            f" {MAX_MANIFEST_SIZE} bytes")
-            finally:
+            except BaseException:
                 await resp.aclose()
+                raise
+            body = await self._read_body(resp, MAX_MANIFEST_SIZE,
+                                         f"referrers page for {subject}")
+            total += len(body)
+            if total > MAX_LISTING_BYTES:
+                raise RegistryError(f"referrers of {subject} are over {MAX_LISTING_BYTES}"
+                                    " bytes in all")
             try:
-                doc = json.loads(body)
-            except ValueError:
+                doc = jsonsafe.loads(body, f"referrers page for {subject}")
+            except OcigitopsError:
                 return out or None
             if not isinstance(doc, dict) or doc.get("mediaType", OCI_INDEX) != OCI_INDEX:
                 return out or None
             filtered = "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
-            for item in doc.get("manifests") or []:
+            items = doc.get("manifests")
+            for item in items if isinstance(items, list) else []:
                 try:
                     d = Descriptor.from_json(item)
                 except ValueError:
@@ -819,7 +1000,10 @@ class RegistryClient:
             if not nxt:
                 return out
             url, params = urljoin(self.base_url(ref.api_host) + "/", nxt), None
-        return out
+            if url in urls:
+                raise RegistryError(f"referrers of {subject} page in a loop ({url[:200]})")
+            urls.add(url)
+        raise RegistryError(f"referrers of {subject} have more than {MAX_PAGES} pages")
 
     async def fallback_referrers(self, ref: Reference, subject: str) -> list[Descriptor]:
         """The ``sha256-<hex>`` tag-schema index alone, even where the API exists.
@@ -835,9 +1019,9 @@ class RegistryClient:
                                         accept=INDEX_TYPES)
         except NotFoundError:
             return []
-        doc = m.json()
+        items = m.json().get("manifests")
         out: list[Descriptor] = []
-        for item in doc.get("manifests") or []:
+        for item in items if isinstance(items, list) else []:
             try:
                 out.append(Descriptor.from_json(item))
             except ValueError:

@@ -186,7 +186,10 @@ def _build_sync(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
                 ignore: str | None) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ocigitops-build-") as tmp:
         tree = Path(tmp) / "artifact"
-        ctx.cache.extract(artifact_digest, tree)
+        # The same bound as the kustomize build: a thread cannot be cancelled, so the
+        # extraction stops itself.
+        ctx.cache.extract(artifact_digest, tree,
+                          deadline=time.monotonic() + ctx.build_timeout)
         patterns = read_sourceignore(tree) + ([ignore] if ignore else [])
         _apply_ignore(tree, patterns)
         overlay = _overlay(ks, tree)

@@ -181,7 +181,8 @@ class Controller:
                                         namespace=opts.watch_namespace, labels=labels)
         self.ks_informer = Informer(client, KustomizationRes, self._on_kustomization,
                                     namespace=opts.watch_namespace, labels=labels)
-        self.source_ctx = oci_rec.SourceContext(kube=dyn, cache=self.cache)
+        self.source_ctx = oci_rec.SourceContext(kube=dyn, cache=self.cache,
+                                                per_host=max(1, opts.concurrent // 2))
         self.ks_ctx = ks_rec.KustomizeContext(kube=dyn, cache=self.cache,
                                               no_cross_namespace_refs=opts.no_cross_namespace_refs)
         self.leading = not opts.leader_elect

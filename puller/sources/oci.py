@@ -11,10 +11,11 @@ failed fetch or verification never replaces the last good artifact; the status s
 from __future__ import annotations
 
 import os
+import random
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,15 @@ import httpx
 
 from ocigitops.artifact import parse_manifest
 from ocigitops.auth import CredentialResolver, DockerConfig
-from ocigitops.errors import NotFoundError, OcigitopsError, RegistryError
+from ocigitops.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    OcigitopsError,
+    RegistryError,
+)
+from ocigitops.extract import DEFAULT_LIMITS
 from ocigitops.reference import Reference, parse_reference
-from ocigitops.registry import RegistryClient
+from ocigitops.registry import Manifest, RegistryClient
 from ocigitops.tags import select_latest
 from puller import conditions as cond
 from puller.api.meta import API_VERSION
@@ -50,6 +57,15 @@ class SourceContext:
     cache: ArtifactCache
     #: Builds a registry client from (credentials resolver, insecure, ca, cert, key).
     registry: Callable[..., RegistryClient] = RegistryClient
+    #: Reconciles talking to one registry host at once. One process serves every tenant:
+    #: a stalled or hostile registry may hold this many workers (each until its
+    #: ``spec.timeout``), never all of them; the rest are requeued shortly.
+    per_host: int = 2
+    busy: dict[str, int] = field(default_factory=dict)
+
+
+#: How soon a source whose registry host has no free slot is tried again.
+HOST_BUSY_RETRY = 5.0
 
 
 def revision_of(tag: str | None, digest: str) -> str:
@@ -116,8 +132,9 @@ async def _resolve(client: RegistryClient, base: Reference, repo: OCIRepository,
     """(pinned reference, digest, manifest size, revision) for the spec's ref."""
     ref = repo.spec.ref
     if ref.kind == "digest" and ref.digest:
+        # The spec's digest is the digest: head_manifest refuses an answer naming another.
         desc = await client.head_manifest(base.with_digest(ref.digest))
-        return base.with_digest(desc.digest), desc.digest, desc.size, desc.digest
+        return base.with_digest(ref.digest), ref.digest, desc.size, ref.digest
     tag = ref.tag or "latest"
     if ref.kind == "semver" and ref.semver:
         tags = await client.list_tags(base)
@@ -151,17 +168,44 @@ async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
         status["observedGeneration"] = generation
         return Outcome(status, None, [("Warning", "UnsupportedProvider", msg)], failed=True)
 
+    host = _host_of(repo.spec.url)
+    if ctx.busy.get(host, 0) >= ctx.per_host:
+        # Status untouched: this is load, not a verdict on the source.
+        return Outcome(dict(obj.get("status") or {}), HOST_BUSY_RETRY * (1 + random.random()))
+    ctx.busy[host] = ctx.busy.get(host, 0) + 1
     with tempfile.TemporaryDirectory(prefix="ocigitops-tls-") as tmp:
         try:
             return await _reconcile(repo, ctx, status, conditions, generation, interval,
                                     Path(tmp))
         except (OcigitopsError, PolicyError) as e:
-            reason = "AuthenticationFailed" if "credentials" in str(e).lower() else \
-                "OCIArtifactPullFailed"
-            cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, str(e), generation)
-            cond.mark_failed(conditions, reason, str(e), generation)
-            status["observedGeneration"] = generation
-            return Outcome(status, interval, [("Warning", reason, str(e))], failed=True)
+            return _failed(status, conditions, generation, interval, e)
+        except Exception as e:  # whatever a registry made us raise
+            # Input-driven failures are typed; anything else is still a failed fetch that
+            # the status must show (never stale conditions from the last success).
+            return _failed(status, conditions, generation, interval, OcigitopsError(
+                f"unexpected {type(e).__name__} while fetching: {e}"))
+        finally:
+            ctx.busy[host] -= 1
+            if not ctx.busy[host]:
+                del ctx.busy[host]
+
+
+def _host_of(url: str) -> str:
+    try:
+        return parse_reference(url, require_scheme=True).api_host
+    except OcigitopsError:
+        return url
+
+
+def _failed(status: dict[str, Any], conditions: list[dict[str, Any]], generation: int,
+            interval: float, e: Exception) -> Outcome:
+    reason = "AuthenticationFailed" if "credentials" in str(e).lower() else \
+        "OCIArtifactPullFailed"
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, message, generation)
+    cond.mark_failed(conditions, reason, message, generation)
+    status["observedGeneration"] = generation
+    return Outcome(status, interval, [("Warning", reason, message)], failed=True)
 
 
 async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, Any],
@@ -177,8 +221,12 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
     creds = await _credentials(ctx, repo)
     proxy = await _proxy(ctx, repo)
     base = parse_reference(repo.spec.url, require_scheme=True)
+    # spec.timeout bounds the whole remote part (Flux: "timeout for remote OCI Repository
+    # operations"), not each read: a registry dripping a byte at a time cannot hold a
+    # worker past it.
     async with ctx.registry(creds, insecure=repo.spec.insecure,
-                            timeout=repo.spec.timeout_seconds, proxy=proxy, **tls) as client:
+                            timeout=repo.spec.timeout_seconds,
+                            deadline=repo.spec.timeout_seconds, proxy=proxy, **tls) as client:
         pinned, digest, _size, revision = await _resolve(client, base, repo)
         artifact = status.get("artifact") or {}
         selector = _selector_json(repo)
@@ -204,6 +252,7 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
         cond.mark_reconciling(conditions, "Progressing", f"fetching revision {revision}",
                               generation)
         events: list[tuple[str, str, str]] = []
+        m: Manifest | None = None
         if repo.spec.verify is not None:
             secrets: dict[str, dict[str, bytes]] = {}
             for name in referenced_secrets(repo.spec.verify):
@@ -228,6 +277,7 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
                 status["observedGeneration"] = generation
                 return Outcome(status, interval, [("Warning", "VerificationError", msg)],
                                failed=True)
+            m = outcome.manifest
             signers = ", ".join(f"{a.name} ({a.signer})" for a in outcome.result.authorities
                                 if a.passed)
             cond.set_condition(conditions, SOURCE_VERIFIED, cond.TRUE, "Succeeded",
@@ -237,12 +287,16 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
             cond.remove(conditions, SOURCE_VERIFIED)
             status.pop("verification", None)
 
-        m = await client.get_manifest(pinned)
+        if m is None:
+            m = await client.get_manifest(pinned)  # hashed against the pinned digest
+        if m.digest != digest:
+            raise DigestMismatchError(f"manifest {m.digest} is not the resolved {digest}")
         manifest = parse_manifest(m.data, m.media_type)
         want = repo.spec.layer_selector.media_type if repo.spec.layer_selector else None
         layer = manifest.select_layer(want) if want else (
             manifest.layers[0] if manifest.layers else manifest.select_layer())
         if not ctx.cache.has(layer.digest):
+            DEFAULT_LIMITS.check_layer_size(layer.size, f"layer {layer.digest} of {revision}")
             await ctx.cache.store(layer.digest, client.stream_blob(pinned, layer))
         status["artifact"] = {
             "digest": layer.digest,

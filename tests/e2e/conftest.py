@@ -221,3 +221,22 @@ def controller(kube_api: Kube, kube_cluster: Cluster,
     finally:
         stop_process(proc, grace=15)
         print(f"\ncontroller log tail:\n{ctl.log_tail()}")
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest, kube_api: Kube,
+       controller: ControllerProcess) -> Iterator[Kube]:
+    """A fresh namespace named after the test, deleted (not waited for) afterwards."""
+    name = "beh-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube = kube_api.in_ns(name)
+    yield kube
+    # Stop the controller working on this test's objects (a stopped registry, a missing
+    # tag would keep failing every interval) and release the finalizers (the module's
+    # controller may be gone before it handles the deletion), then drop the namespace.
+    for kind in ("Kustomization", "OCIRepository"):
+        for obj in kube.list(API_VERSION, kind):
+            kube.call(lambda d, k=kind, n=obj["metadata"]["name"]: d.merge_patch(
+                API_VERSION, k, n, name, {"metadata": {"finalizers": None},
+                                          "spec": {"suspend": True}}))
+    kube_api.call(lambda d: d.delete("v1", "Namespace", name, None))

@@ -20,7 +20,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from publisher.sign_cosign import sign_cosign_key
 from puller.api.meta import API_VERSION
 from puller.devcluster import Cluster
 from tests.cli import ocigitops
-from tests.e2e.conftest import ControllerProcess, Kube, condition
+from tests.e2e.conftest import Kube, condition
 from tests.registries import Registry, free_port
 from verifier.keys import generate_key_pair, load_private_key
 
@@ -143,25 +142,6 @@ def _row(table: str, name: str) -> list[str]:
     assert lines and lines[0].split()[:2] == ["NAME", "REVISION"], table
     return next(re.split(r"\s{2,}", line.strip()) for line in lines[1:]
                 if line.split()[0] == name)
-
-
-@pytest.fixture
-def ns(request: pytest.FixtureRequest, kube_api: Kube,
-       controller: ControllerProcess) -> Iterator[Kube]:
-    """A fresh namespace named after the test, deleted (not waited for) afterwards."""
-    name = "beh-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
-    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    kube = kube_api.in_ns(name)
-    yield kube
-    # Stop the controller working on this test's objects (a stopped registry, a missing
-    # tag would keep failing every interval) and release the finalizers (the module's
-    # controller may be gone before it handles the deletion), then drop the namespace.
-    for kind in (KS, OCI):
-        for obj in kube.list(API_VERSION, kind):
-            kube.call(lambda d, k=kind, n=obj["metadata"]["name"]: d.merge_patch(
-                API_VERSION, k, n, name, {"metadata": {"finalizers": None},
-                                          "spec": {"suspend": True}}))
-    kube_api.call(lambda d: d.delete("v1", "Namespace", name, None))
 
 
 # --- 1. the registry goes away, then comes back -----------------------------------------
