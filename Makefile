@@ -1,7 +1,7 @@
 # Developer entry points. `make test` is what CI runs (.ci/run).
 PYTHON ?= python3
 
-.PHONY: install tools lint test unit integration bench crds
+.PHONY: install tools lint test unit integration bench crds fuzz fuzz-long
 
 install:
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -15,7 +15,7 @@ lint: install
 
 # The whole suite: install the package and the peer tools, lint, then every tier.
 test: install tools lint
-	$(PYTHON) -m pytest -m "unit or integration or e2e" -q
+	$(PYTHON) -m pytest -m "unit or integration or e2e" -q && $(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
 
 unit: install
 	$(PYTHON) -m pytest -m unit -q
@@ -29,3 +29,18 @@ bench: install tools
 # Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
 crds: install
 	$(PYTHON) -m puller.crdgen
+
+# Fuzzing (fuzz/, atheris). `fuzz`: every target for FUZZ_SHORT_SECONDS each (about 90 s in
+# all; `make test` runs it after pytest); fails naming the reproducer and the exception.
+# `fuzz-long`: on demand, FUZZ_SECONDS per target (FUZZ_TARGETS to pick some), growing a
+# scratch corpus in fuzz/out/<target>/corpus across runs.
+FUZZ_SHORT_SECONDS ?= 11
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?=
+
+fuzz: install
+	$(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
+
+fuzz-long: install
+	$(PYTHON) -m fuzz run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) --keep-corpus $(FUZZ_TARGETS)
