@@ -7,7 +7,6 @@ then fetch by that digest, never by the tag again (architecture.md decision 5).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ocigitops import jsonsafe
+from ocigitops.errors import OcigitopsError
 from ocigitops.reference import Reference
 from ocigitops.registry import Manifest, RegistryClient
 from verifier.discovery import Discovered, discover
@@ -110,11 +111,26 @@ def _read(base: Path, value: str) -> bytes:
     return (p if p.is_absolute() else base / p).read_bytes()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last
+    silently: a policy whose reader and writer see different authorities is refused)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_policy_file(path: Path, *, trusted_root: Any = None) -> SignaturePolicy:
     """Load a policy document (YAML or JSON) whose keys, trust policy and trust stores may
     be given inline or as paths relative to the file."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         raise PolicyError(f"{path}: not valid YAML/JSON: {e}") from e
     if not isinstance(doc, Mapping):
@@ -133,7 +149,10 @@ def load_policy_file(path: Path, *, trusted_root: Any = None) -> SignaturePolicy
             n = dict(a["notation"])
             tp = n.get("trustPolicy")
             if isinstance(tp, str):
-                n["trustPolicy"] = json.loads(_read(base, tp))
+                try:
+                    n["trustPolicy"] = jsonsafe.loads(_read(base, tp), f"trust policy {tp}")
+                except OcigitopsError as e:
+                    raise PolicyError(f"{path}: {e}") from e
             stores: dict[str, list[str]] = {}
             for key, val in (n.get("trustStores") or {}).items():
                 items = val if isinstance(val, list) else [val]

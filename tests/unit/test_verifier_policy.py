@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -373,3 +374,14 @@ def test_hostile_policy_inputs_are_typed_errors() -> None:
         from_flux_verify({"provider": "notation"}, {
             "trustpolicy.json": json.dumps(trust_policy("strict", ("ca:flux",))).encode(),
             "root.crt": b"garbage"})
+
+
+def test_policy_file_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys; a policy file that says ``rule`` twice
+    (or lists ``authorities`` twice) means different things to different readers."""
+    from verifier.verify import load_policy_file
+
+    p = tmp_path / "policy.yaml"
+    p.write_text("rule: all\nrule: any\nauthorities: []\n")
+    with pytest.raises(PolicyError, match="duplicate key 'rule'"):
+        load_policy_file(p)
