@@ -13,9 +13,10 @@ lint: install
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
 
-# The whole suite: install the package and the peer tools, lint, then every tier.
+# The whole suite: install the package and the peer tools, lint, then every tier (a test's
+# tier is its folder, tests/conftest.py), then the short fuzz pass.
 test: install tools lint
-	$(PYTHON) -m pytest -m "unit or integration or e2e" -q && $(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
+	$(PYTHON) -m pytest -q && $(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
 
 unit: install
 	$(PYTHON) -m pytest -m unit -q
@@ -28,7 +29,7 @@ bench: install tools
 
 # Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
 crds: install
-	$(PYTHON) -m puller.crdgen
+	$(PYTHON) -m ocigitops.puller.crdgen --out-dir deploy/crds
 
 # Fuzzing (fuzz/, atheris). `fuzz`: every target for FUZZ_SHORT_SECONDS each (about 90 s in
 # all; `make test` runs it after pytest); fails naming the reproducer and the exception.

@@ -5,7 +5,7 @@ Run on demand (not part of the test suite)::
 
     python benchmarks/bench_controller.py [--pairs 100,500] [--concurrent 10]
 
-For each N it starts a fresh dev cluster (``puller.devcluster.cluster_up``) in a temp
+For each N it starts a fresh dev cluster (``ocigitops.puller.devcluster.cluster_up``) in a temp
 state dir, applies the CRDs, runs ``ocigitops controller run --concurrent C`` as a
 subprocess and creates N pairs pointing at one small artifact in the embedded registry
 (``ocigitops.regserver.BackgroundRegistry``, in this process). It reports the time from
@@ -48,12 +48,9 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 
 from ocigitops.artifact import Metadata  # noqa: E402
-from ocigitops.reference import parse_reference  # noqa: E402
-from ocigitops.registry import RegistryClient  # noqa: E402
-from ocigitops.regserver import BackgroundRegistry  # noqa: E402
-from publisher.artifacts import push_artifact  # noqa: E402
-from puller.api.meta import API_VERSION  # noqa: E402
-from puller.devcluster import (  # noqa: E402
+from ocigitops.publisher.artifacts import push_artifact  # noqa: E402
+from ocigitops.puller.api.meta import API_VERSION  # noqa: E402
+from ocigitops.puller.devcluster import (  # noqa: E402
     FAKE_NODES,
     Cluster,
     _fake_node,
@@ -62,7 +59,10 @@ from puller.devcluster import (  # noqa: E402
     cluster_up,
     free_port,
 )
-from puller.kube import DynamicClient  # noqa: E402
+from ocigitops.puller.kube import DynamicClient  # noqa: E402
+from ocigitops.reference import parse_reference  # noqa: E402
+from ocigitops.registry import RegistryClient  # noqa: E402
+from ocigitops.regserver import BackgroundRegistry  # noqa: E402
 
 READY_TARGET_PAIRS = 500
 READY_TARGET_S = 120.0

@@ -98,7 +98,7 @@ def _rss_mib() -> float:
 async def _verify_many(refs: list[str], pub: Path, concurrency: int) -> dict[str, Any]:
     from ocigitops.reference import parse_reference
     from ocigitops.registry import RegistryClient
-    from verifier.verify import policy_from_flags, verify_artifact
+    from ocigitops.verifier.verify import policy_from_flags, verify_artifact
 
     policy = policy_from_flags(keys=[pub])
     sem = asyncio.Semaphore(concurrency)
@@ -179,11 +179,11 @@ async def setup_throughput(host: str, count: int, fmt: str, tmp: Path,
                            concurrency: int = 16) -> tuple[list[str], Path]:
     """Push and sign ``count`` artifacts with the library; (digest references, pub file)."""
     from ocigitops.artifact import Metadata
+    from ocigitops.publisher.artifacts import push_artifact
+    from ocigitops.publisher.sign_cosign import sign_cosign_key
     from ocigitops.reference import Reference
     from ocigitops.registry import RegistryClient
-    from publisher.artifacts import push_artifact
-    from publisher.sign_cosign import sign_cosign_key
-    from verifier.keys import generate_key_pair
+    from ocigitops.verifier.keys import generate_key_pair
 
     pair = generate_key_pair(PASSWORD, scrypt_n=FAST_N)
     pub = tmp / "throughput.pub"
@@ -256,9 +256,9 @@ def main() -> int:
 
 def bench(args: argparse.Namespace, tmp: Path, doc: dict[str, Any]) -> None:
     """Everything between start-up and the final JSON line; fills ``doc``."""
+    from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT
     from tests.registries import olareg
     from tests.tools import tool
-    from verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT
 
     ours = ours_exe()
     cosign2, cosign3 = tool("cosign"), tool("cosign3", "cosign")

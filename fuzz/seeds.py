@@ -114,8 +114,8 @@ def extract_seeds() -> Seeds:
 def _manifest_docs() -> Seeds:
     from ocigitops import mediatypes as mt
     from ocigitops.artifact import Metadata, build_config, build_manifest
+    from ocigitops.publisher.sign_cosign import build_bundle_manifest, build_legacy_manifest
     from ocigitops.registry import Descriptor
-    from publisher.sign_cosign import build_bundle_manifest, build_legacy_manifest
 
     layer = _artifact_tarball()
     tar = gzip.decompress(layer)
@@ -164,8 +164,8 @@ def _hashedrekord_body(signature: bytes, payload: bytes, key_pem: bytes) -> byte
 
 
 def simplesigning_seeds() -> Seeds:
-    from verifier.keys import public_key_pem
-    from verifier.simplesigning import sign_legacy
+    from ocigitops.verifier.keys import public_key_pem
+    from ocigitops.verifier.simplesigning import sign_legacy
 
     key = ec.generate_private_key(ec.SECP256R1())
     digest = _digest(b"manifest")
@@ -182,9 +182,9 @@ def simplesigning_seeds() -> Seeds:
 
 
 def bundles_seeds() -> Seeds:
-    from publisher.sign_cosign import build_key_bundle, build_statement
-    from verifier.keys import public_key_der, public_key_pem
-    from verifier.sigalg import sign
+    from ocigitops.publisher.sign_cosign import build_key_bundle, build_statement
+    from ocigitops.verifier.keys import public_key_der, public_key_pem
+    from ocigitops.verifier.sigalg import sign
 
     key = ec.generate_private_key(ec.SECP256R1())
     statement = build_statement("ghcr.io/org/app", _digest(b"fuzz"))
@@ -239,7 +239,7 @@ def _code_signing_chain() -> tuple[ec.EllipticCurvePrivateKey, list[x509.Certifi
 
 def notation_seeds() -> Seeds:
     from ocigitops import mediatypes as mt
-    from publisher.sign_notation import build_envelope
+    from ocigitops.publisher.sign_notation import build_envelope
 
     key, chain = _code_signing_chain()
     digest = _digest(b"manifest")

@@ -1,6 +1,6 @@
 """The Flux-compatible artifact: layer, config and manifest, built and parsed.
 
-Wire format (formats.md section 1): an OCI image manifest with a Flux config
+Wire format (docs/formats.md section 1): an OCI image manifest with a Flux config
 (``application/vnd.cncf.flux.config.v1+json``) and exactly one
 ``application/vnd.cncf.flux.content.v1.tar+gzip`` layer, annotated with created,
 source and revision. JSON is serialised the way Go's ``encoding/json`` does it (struct

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ocigitops import __version__
 from ocigitops.errors import OcigitopsError, UsageError
+from ocigitops.version import __version__
+
+# httpx imports its own command line client (rich, click, pygments: ~50 ms) when it is
+# imported, and falls back to a stub when that import fails. We never use it, so it is
+# kept out before anything of ours imports httpx: every command starts faster.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from ocigitops.reference import Reference
@@ -307,8 +312,8 @@ def push_artifact_cmd(url: str, path: str, source: str | None, revision: str | N
     import tempfile
 
     from ocigitops.artifact import Metadata
-    from publisher.artifacts import push_artifact
-    from publisher.gitinfo import detect
+    from ocigitops.publisher.artifacts import push_artifact
+    from ocigitops.publisher.gitinfo import detect
 
     ref = _parse_ref(url)
     if not ref.tag:
@@ -410,7 +415,7 @@ def pull_artifact_cmd(url: str, output: Path, layer_selector: str | None,
 @registry_options
 def tag_artifact_cmd(url: str, tags: tuple[str, ...], **kw: Any) -> None:
     """Add tags to the artifact at URL."""
-    from publisher.artifacts import tag_artifact
+    from ocigitops.publisher.artifacts import tag_artifact
 
     ref = _parse_ref(url)
 
@@ -433,7 +438,7 @@ def tag_artifact_cmd(url: str, tags: tuple[str, ...], **kw: Any) -> None:
 def list_artifacts_cmd(url: str, filter_semver: str | None, filter_regex: str | None,
                        fmt: str, **kw: Any) -> None:
     """List the artifacts in the repository URL (newest tag first)."""
-    from publisher.artifacts import list_artifacts
+    from ocigitops.publisher.artifacts import list_artifacts
 
     ref = _parse_ref(url).repo_only()
 
@@ -461,7 +466,7 @@ def list_artifacts_cmd(url: str, filter_semver: str | None, filter_regex: str | 
 def diff_artifact_cmd(url: str, path: str, ignore_paths: str | None,
                       add_ignore_paths: tuple[str, ...], **kw: Any) -> None:
     """Compare PATH with the artifact at URL; exit 1 when they differ."""
-    from publisher.artifacts import diff_artifact
+    from ocigitops.publisher.artifacts import diff_artifact
 
     ref = _parse_ref(url)
     ignore = _ignore_list(ignore_paths, add_ignore_paths)
@@ -487,7 +492,7 @@ def diff_artifact_cmd(url: str, path: str, ignore_paths: str | None,
 def build_artifact_cmd(path: str, output: Path, ignore_paths: str | None,
                        add_ignore_paths: tuple[str, ...]) -> None:
     """Build the artifact tarball of PATH into --output."""
-    from publisher.artifacts import build_artifact_file
+    from ocigitops.publisher.artifacts import build_artifact_file
 
     layer = build_artifact_file(path, output, _ignore_list(ignore_paths, add_ignore_paths))
     click.echo(f"artifact created at {layer.path} ({layer.digest}, {layer.size} bytes)")
@@ -528,7 +533,7 @@ def _password(confirm: bool) -> bytes:
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def generate_key_pair_cmd(output_key_prefix: str, force: bool) -> None:
     """Write a cosign-compatible encrypted key pair (cosign.key, cosign.pub) here."""
-    from verifier.keys import generate_key_pair
+    from ocigitops.verifier.keys import generate_key_pair
 
     key_path, pub_path = Path(f"{output_key_prefix}.key"), Path(f"{output_key_prefix}.pub")
     for p in (key_path, pub_path):
@@ -555,12 +560,12 @@ SignFn = Callable[["RegistryClient", "Reference", str, str, int], Coroutine[Any,
 def _signer(*, key: Path | None, keyless: bool, notation: bool, cert: Path | None, fmt: str,
             envelope: str, annotations: dict[str, str], identity_token: str | None) -> SignFn:
     """Load key material now (prompting if needed) and return the signing coroutine."""
-    from verifier.keys import load_private_key
+    from ocigitops.verifier.keys import load_private_key
 
     if notation:
         from cryptography import x509
 
-        from publisher.sign_notation import sign_notation
+        from ocigitops.publisher.sign_notation import sign_notation
 
         if key is None or cert is None:
             raise UsageError("--notation needs --key KEY.pem and --cert CHAIN.pem")
@@ -575,7 +580,7 @@ def _signer(*, key: Path | None, keyless: bool, notation: bool, cert: Path | Non
 
         return notation_sign
     if keyless:
-        from publisher.sign_cosign import sign_cosign_keyless
+        from ocigitops.publisher.sign_cosign import sign_cosign_keyless
 
         async def keyless_sign(client: RegistryClient, repo: Reference, digest: str,
                                media_type: str, size: int) -> Any:
@@ -585,7 +590,7 @@ def _signer(*, key: Path | None, keyless: bool, notation: bool, cert: Path | Non
         return keyless_sign
     if key is None:
         raise UsageError("pass --key FILE, --keyless, or --notation --key --cert")
-    from publisher.sign_cosign import sign_cosign_key
+    from ocigitops.publisher.sign_cosign import sign_cosign_key
 
     pem = key.read_bytes()
     ckey = load_private_key(pem, _password(confirm=False) if b"ENCRYPTED" in pem else None)
@@ -675,12 +680,12 @@ def verify_artifact_cmd(url: str, keys: tuple[Path, ...], certificate_identity: 
                         annotations: tuple[str, ...], require_tlog: bool, fmt: str,
                         **kw: Any) -> None:
     """Verify the signatures of the artifact at URL; exit 0 only when the policy passes."""
-    from verifier.verify import load_policy_file, policy_from_flags, verify_artifact
+    from ocigitops.verifier.verify import load_policy_file, policy_from_flags, verify_artifact
 
     ref = _parse_ref(url)
     root = None
     if trusted_root:
-        from verifier.bundles import load_trusted_root
+        from ocigitops.verifier.bundles import load_trusted_root
 
         root = load_trusted_root(trusted_root)
     github = {k: v for k, v in {
@@ -731,7 +736,7 @@ def _kinds(kind: str) -> str:
 
 
 async def _with_dyn(kubeconfig: str | None, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from puller.kube import DynamicClient
+    from ocigitops.puller.kube import DynamicClient
 
     dyn = DynamicClient.from_kubeconfig(kubeconfig)
     try:
@@ -776,7 +781,7 @@ def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: st
         xdg = os.environ.get("XDG_CACHE_HOME")
         cache_dir = f"{xdg}/ocigitops" if xdg else "/tmp/ocigitops-cache"
 
-    from puller.manager import Options, run, setup_logging
+    from ocigitops.puller.manager import Options, run, setup_logging
 
     setup_logging(getattr(logging, log_level.upper()))
     _run(run(Options(kubeconfig=kubeconfig, concurrent=concurrent, metrics_addr=metrics_addr,
@@ -812,7 +817,7 @@ def _get_cmd(kind: str) -> Callable[..., None]:
     @kube_options
     @click.option("--all-namespaces", "-A", is_flag=True)
     def cmd(kubeconfig: str | None, namespace: str, all_namespaces: bool) -> None:
-        from puller.ops import list_objects
+        from ocigitops.puller.ops import list_objects
 
         rows = _run(_with_dyn(kubeconfig, lambda d: list_objects(
             d, kind, None if all_namespaces else namespace)))
@@ -835,13 +840,13 @@ def reconcile(kind: str, args: tuple[str, ...], with_source: bool, timeout: floa
               kubeconfig: str | None, namespace: str) -> None:
     """Ask the controller to reconcile now: `reconcile source oci NAME`,
     `reconcile kustomization NAME [--with-source]`."""
-    from puller.ops import request_reconcile
+    from ocigitops.puller.ops import request_reconcile
 
     obj_kind, name = _parse_target(kind, args)
 
     async def go(dyn: Any) -> Any:
         if with_source and obj_kind == "Kustomization":
-            from puller.api.meta import API_VERSION
+            from ocigitops.puller.api.meta import API_VERSION
 
             ks = await dyn.get(API_VERSION, "Kustomization", name, namespace)
             ref = ((ks or {}).get("spec") or {}).get("sourceRef") or {}
@@ -869,7 +874,7 @@ def _suspend_cmd(suspend: bool) -> Callable[..., None]:
     @click.argument("args", nargs=-1, required=True)
     @kube_options
     def cmd(kind: str, args: tuple[str, ...], kubeconfig: str | None, namespace: str) -> None:
-        from puller.ops import set_suspend
+        from ocigitops.puller.ops import set_suspend
 
         obj_kind, name = _parse_target(kind, args)
         _run(_with_dyn(kubeconfig, lambda d: set_suspend(d, obj_kind, name, namespace,
@@ -902,7 +907,7 @@ def cluster() -> None:
               default=None, help="Also write the admin kubeconfig here.")
 def cluster_up_cmd(state_dir: Path | None, kubeconfig_out: Path | None) -> None:
     """Start it (or reuse a running one); the last line is the admin kubeconfig path."""
-    from puller.devcluster import DEFAULT_STATE_DIR, main_up
+    from ocigitops.puller.devcluster import DEFAULT_STATE_DIR, main_up
 
     main_up(state_dir or DEFAULT_STATE_DIR, kubeconfig_out)
 
@@ -911,7 +916,7 @@ def cluster_up_cmd(state_dir: Path | None, kubeconfig_out: Path | None) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 def cluster_down_cmd(state_dir: Path | None) -> None:
     """Stop it and delete its data."""
-    from puller.devcluster import DEFAULT_STATE_DIR, main_down
+    from ocigitops.puller.devcluster import DEFAULT_STATE_DIR, main_down
 
     main_down(state_dir or DEFAULT_STATE_DIR)
 
@@ -944,7 +949,7 @@ def registry_serve_cmd(storage: Path, address: str, verbose: bool) -> None:
               help="Quickstart state directory (default ~/.cache/ocigitops/quickstart).")
 def registry_stop_cmd(state_dir: Path | None) -> None:
     """Stop the registry the quickstart started in the background."""
-    from publisher.quickstart import default_state_dir, stop_registry
+    from ocigitops.publisher.quickstart import default_state_dir, stop_registry
 
     stopped = stop_registry(state_dir or default_state_dir())
     click.echo("registry stopped" if stopped else "no quickstart registry is running")
@@ -959,7 +964,7 @@ def registry_stop_cmd(state_dir: Path | None) -> None:
               default=None, help="The examples directory (default: the one shipped).")
 def quickstart(address: str, state_dir: Path | None, examples: Path | None) -> None:
     """Start a local registry, package the examples, push and pull them back."""
-    from publisher.quickstart import default_state_dir, run_quickstart
+    from ocigitops.publisher.quickstart import default_state_dir, run_quickstart
 
     run_quickstart(address, state_dir or default_state_dir(), examples, say=click.echo)
 

@@ -1,6 +1,6 @@
 """Async OCI distribution client on httpx.
 
-Written here rather than taken from oras-py (architecture.md decision 3): we need
+Written here rather than taken from oras-py (docs/architecture.md decision 3): we need
 byte-exact manifest PUTs (the digest is known before sending), image indexes,
 ``artifactType``, the referrers API with its tag-schema fallback, cross-repository
 mounts and an async API that keeps connections alive for the controller.
@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,9 +30,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
+# Keep httpx's own CLI (~50 ms of imports) out, as ocigitops.cli does: library callers
+# that import the registry client first benefit too.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 import httpx
 
-from ocigitops import __version__, jsonsafe
+from ocigitops import jsonsafe
 from ocigitops.auth import Challenge, CredentialResolver, Credentials, parse_challenge
 from ocigitops.digests import check_digest, digest_of, hasher, is_digest
 from ocigitops.errors import (
@@ -48,6 +53,7 @@ from ocigitops.errors import (
 )
 from ocigitops.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 from ocigitops.reference import Reference
+from ocigitops.version import __version__
 
 log = logging.getLogger("ocigitops.registry")
 

@@ -47,8 +47,8 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote
 
-from ocigitops import __version__
 from ocigitops.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from ocigitops.version import __version__
 
 __all__ = ["BackgroundRegistry", "main", "make_server", "parse_address", "serve"]
 

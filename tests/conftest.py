@@ -11,7 +11,25 @@ from tests import registries
 from tests.registries import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO_ROOT / "examples"
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test's tier is the folder it is in (tests/unit, tests/integration, tests/e2e):
+    a test without a ``pytestmark`` still runs with its tier, and one outside the three
+    folders is an error, never silently deselected by ``-m``."""
+    here = Path(__file__).resolve().parent
+    stray: list[str] = []
+    for item in items:
+        parts = Path(str(item.path)).resolve().relative_to(here).parts
+        if len(parts) > 1 and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+        else:
+            stray.append(item.nodeid)
+    if stray:
+        raise pytest.UsageError("tests outside tests/{unit,integration,e2e}: "
+                                + ", ".join(stray[:5]))
+EXAMPLES = REPO_ROOT / "ocigitops" / "examples"
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,10 @@ TARGETS: dict[str, str] = {
     "manifest": "ocigitops.artifact.parse_manifest, registry.Manifest.json,"
                 " registry.Descriptor.from_json",
     "jsonsafe": "ocigitops.jsonsafe.loads / loads_object",
-    "simplesigning": "verifier.simplesigning payloads and .sig layers, verifier.rekor bundles",
-    "bundles": "verifier.bundles: sigstore bundles, DSSE statements, Rekor entry bodies",
-    "notation": "verifier.notation: JWS and COSE envelopes, payloads, RFC 3161 tokens",
+    "simplesigning": "ocigitops.verifier.simplesigning payloads and .sig layers,"
+                     " ocigitops.verifier.rekor bundles",
+    "bundles": "ocigitops.verifier.bundles: sigstore bundles, DSSE statements, Rekor entry bodies",
+    "notation": "ocigitops.verifier.notation: JWS and COSE envelopes, payloads, RFC 3161 tokens",
 }
 
 TestOneInput = Callable[[bytes], None]

@@ -21,7 +21,7 @@ from sigstore.hashes import Hashed
 from sigstore_models.common.v1 import HashAlgorithm
 
 from fuzz.targets import split_mode
-from verifier.bundles import (
+from ocigitops.verifier.bundles import (
     INTOTO_PAYLOAD_TYPE,
     _check_key_entry_body,
     _check_statement,
@@ -30,8 +30,8 @@ from verifier.bundles import (
     verify_bundle_keyless,
     verify_bundle_with_key,
 )
-from verifier.errors import VerifierError
-from verifier.identity import IdentityPolicy
+from ocigitops.verifier.errors import VerifierError
+from ocigitops.verifier.identity import IdentityPolicy
 
 _KEY = ec.generate_private_key(ec.SECP256R1()).public_key()
 _ARTIFACT_SHA256 = hashlib.sha256(b"fuzz").digest()

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fuzz.targets import split_mode
-from verifier.errors import VerifierError
-from verifier.notation import (
+from ocigitops.verifier.errors import VerifierError
+from ocigitops.verifier.notation import (
     COSE_MEDIA_TYPE,
     JWS_MEDIA_TYPE,
     parse_envelope,

@@ -16,9 +16,9 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fuzz.targets import split_mode
-from verifier.errors import MalformedSignatureError, TransparencyLogError
-from verifier.rekor import RekorBundle, check_entry_body, parse_rekor_bundle
-from verifier.simplesigning import (
+from ocigitops.verifier.errors import MalformedSignatureError, TransparencyLogError
+from ocigitops.verifier.rekor import RekorBundle, check_entry_body, parse_rekor_bundle
+from ocigitops.verifier.simplesigning import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
     CHAIN_ANNOTATION,

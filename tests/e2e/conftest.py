@@ -1,6 +1,6 @@
 """e2e fixtures: a real local control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok with fake Nodes), started once per session by
-:func:`puller.devcluster.cluster_up` in a temporary state directory.
+:func:`ocigitops.puller.devcluster.cluster_up` in a temporary state directory.
 
 A missing binary fails the tests with the install command (``scripts/install-tools
 kubernetes etcd kwok``), never a skip. When a test that uses the cluster fails, the log
@@ -30,9 +30,9 @@ import yaml
 from lightkube import Client, KubeConfig
 
 from ocigitops.errors import OcigitopsError
-from puller.api.meta import API_VERSION
-from puller.devcluster import Cluster, cluster_down, cluster_up
-from puller.kube import DynamicClient
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.devcluster import Cluster, cluster_down, cluster_up
+from ocigitops.puller.kube import DynamicClient
 from tests.registries import free_port, stop_process, wait_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

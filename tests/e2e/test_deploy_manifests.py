@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ocigitops.puller.apply import apply_set
+from ocigitops.puller.devcluster import Cluster
+from ocigitops.puller.kube import DynamicClient
 from ocigitops.render import build_kustomization
-from puller.apply import apply_set
-from puller.devcluster import Cluster
-from puller.kube import DynamicClient
 
 pytestmark = pytest.mark.e2e
 

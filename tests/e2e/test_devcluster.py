@@ -19,7 +19,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
-from puller.devcluster import FAKE_NODES, Cluster
+from ocigitops.puller.devcluster import FAKE_NODES, Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -28,17 +28,17 @@ import pytest
 import yaml
 
 from ocigitops.artifact import Metadata
+from ocigitops.publisher.artifacts import push_artifact
+from ocigitops.publisher.sign_cosign import sign_cosign_key
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.devcluster import Cluster
 from ocigitops.reference import parse_reference
 from ocigitops.registry import RegistryClient
 from ocigitops.regserver import BackgroundRegistry
-from publisher.artifacts import push_artifact
-from publisher.sign_cosign import sign_cosign_key
-from puller.api.meta import API_VERSION
-from puller.devcluster import Cluster
+from ocigitops.verifier.keys import generate_key_pair, load_private_key
 from tests.cli import ocigitops
 from tests.e2e.conftest import Kube, condition
 from tests.registries import Registry, free_port
-from verifier.keys import generate_key_pair, load_private_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 

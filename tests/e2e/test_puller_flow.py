@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from ocigitops.artifact import Metadata
+from ocigitops.publisher.artifacts import push_artifact
+from ocigitops.publisher.sign_cosign import sign_cosign_key
+from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.reference import parse_reference
 from ocigitops.registry import RegistryClient
-from publisher.artifacts import push_artifact
-from publisher.sign_cosign import sign_cosign_key
-from puller.api.meta import API_VERSION
+from ocigitops.verifier.keys import generate_key_pair, load_private_key
 from tests.e2e.conftest import ControllerProcess, Kube, condition
 from tests.registries import Registry
-from verifier.keys import generate_key_pair, load_private_key
 
 pytestmark = pytest.mark.e2e
 

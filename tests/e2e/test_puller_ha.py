@@ -32,20 +32,20 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
 from ocigitops.artifact import Metadata
+from ocigitops.publisher.artifacts import push_artifact
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.apply import OWNER_NAME_LABEL
+from ocigitops.puller.devcluster import Cluster
+from ocigitops.puller.manager import KustomizationRes, OCIRepositoryRes
 from ocigitops.reference import parse_reference
 from ocigitops.registry import RegistryClient
-from publisher.artifacts import push_artifact
-from puller.api.meta import API_VERSION
-from puller.apply import OWNER_NAME_LABEL
-from puller.devcluster import Cluster
-from puller.manager import KustomizationRes, OCIRepositoryRes
 from tests.registries import Registry, free_port
 
 pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE = "ocigitops-controller"
-LEASE_DURATION = 15.0  # puller.runtime.leader.LeaderElector's default
+LEASE_DURATION = 15.0  # ocigitops.puller.runtime.leader.LeaderElector's default
 SHARD_LABEL = "sharding.ocigitops.dev/key"
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from ocigitops import mediatypes as mt
+from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.regserver import BackgroundRegistry
-from puller.api.meta import API_VERSION
 from tests.e2e.conftest import Kube
 from tests.e2e.test_puller_behaviours import OCI, _configmap, _publish, _ready, _status, _tree
 from tests.hostile import HostileRegistry, Reply, Request, drip, manifest_path

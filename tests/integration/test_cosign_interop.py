@@ -33,22 +33,22 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ocigitops import mediatypes as mt
+from ocigitops.publisher import sign_cosign as sc
 from ocigitops.reference import Reference
 from ocigitops.registry import Descriptor, RegistryClient, fallback_tag, sha256_digest
-from publisher import sign_cosign as sc
-from tests.cli import run
-from tests.registries import Registry
-from tests.tools import tool
-from verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT, verify_bundle_with_key
-from verifier.discovery import Discovered, discover
-from verifier.keys import (
+from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT, verify_bundle_with_key
+from ocigitops.verifier.discovery import Discovered, discover
+from ocigitops.verifier.keys import (
     encrypt_private_key,
     generate_key_pair,
     load_private_key,
     load_public_key,
     public_key_pem,
 )
-from verifier.policy import CosignKeyAuthority, PolicyResult, SignaturePolicy, evaluate
+from ocigitops.verifier.policy import CosignKeyAuthority, PolicyResult, SignaturePolicy, evaluate
+from tests.cli import run
+from tests.registries import Registry
+from tests.tools import tool
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from ocigitops.artifact import Metadata
+from ocigitops.publisher.artifacts import push_artifact
+from ocigitops.publisher.sign_cosign import sign_cosign_key
 from ocigitops.reference import parse_reference
 from ocigitops.registry import RegistryClient
 from ocigitops.regserver import BackgroundRegistry
-from publisher.artifacts import push_artifact
-from publisher.sign_cosign import sign_cosign_key
-from verifier.keys import generate_key_pair, load_private_key, load_public_key
-from verifier.policy import CosignKeyAuthority, SignaturePolicy
-from verifier.verify import verify_artifact
+from ocigitops.verifier.keys import generate_key_pair, load_private_key, load_public_key
+from ocigitops.verifier.policy import CosignKeyAuthority, SignaturePolicy
+from ocigitops.verifier.verify import verify_artifact
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ and our policy evaluation verifies it with the trust store directory notation it
 a foreign trust store, a wrong identity and another digest are rejected with a clear reason.
 Our envelope builder reproduces notation's envelopes byte for byte (signature aside).
 
-ours -> notation: :func:`publisher.sign_notation.sign_notation` with the key and
+ours -> notation: :func:`ocigitops.publisher.sign_notation.sign_notation` with the key and
 certificate of ``notation cert generate-test`` (and, on the Debian registry, RSA 3072/4096
 and EC P-256/384/521 leaves under a two-level CA); ``notation verify`` (policy imported with
 ``notation policy import``, certificate added with ``notation cert add``) accepts it,
@@ -51,18 +51,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ocigitops.publisher.sign_notation import build_envelope, sign_notation
+from ocigitops.publisher.signresult import SignResult
 from ocigitops.reference import Reference
 from ocigitops.registry import RegistryClient, fallback_tag
-from publisher.sign_notation import build_envelope, sign_notation
-from publisher.signresult import SignResult
+from ocigitops.verifier.discovery import Discovered, discover
+from ocigitops.verifier.keys import load_private_key
+from ocigitops.verifier.notation import parse_envelope, parse_payload
+from ocigitops.verifier.policy import NotationAuthority, PolicyResult, SignaturePolicy, evaluate
+from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
 from tests.cli import ocigitops, run
 from tests.registries import Registry
 from tests.tools import tool
-from verifier.discovery import Discovered, discover
-from verifier.keys import load_private_key
-from verifier.notation import parse_envelope, parse_payload
-from verifier.policy import NotationAuthority, PolicyResult, SignaturePolicy, evaluate
-from verifier.trustpolicy import TrustStore, parse_trust_policy
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from tests.tools import tool
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "ocigitops" / "examples"
 
 
 @pytest.fixture(autouse=True)

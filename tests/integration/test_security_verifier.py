@@ -34,9 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ocigitops import mediatypes as mt
 from ocigitops.artifact import go_json
-from ocigitops.reference import Reference
-from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from publisher.sign_cosign import (
+from ocigitops.publisher.sign_cosign import (
     BUNDLE_MEDIA_TYPE,
     _store_legacy,
     build_bundle_manifest,
@@ -44,22 +42,24 @@ from publisher.sign_cosign import (
     bundle_annotations,
     sign_cosign_key,
 )
-from publisher.sign_notation import (
+from ocigitops.publisher.sign_notation import (
     ARTIFACT_TYPE as NOTATION_ARTIFACT_TYPE,
 )
-from publisher.sign_notation import (
+from ocigitops.publisher.sign_notation import (
     build_signature_manifest,
     sign_notation,
     signature_annotations,
 )
+from ocigitops.reference import Reference
+from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
+from ocigitops.verifier import keys
+from ocigitops.verifier.discovery import discover
+from ocigitops.verifier.policy import NotationAuthority, SignaturePolicy, evaluate
+from ocigitops.verifier.sigalg import sign
+from ocigitops.verifier.simplesigning import LegacySignature
+from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
 from tests.cli import ocigitops
 from tests.registries import Registry
-from verifier import keys
-from verifier.discovery import discover
-from verifier.policy import NotationAuthority, SignaturePolicy, evaluate
-from verifier.sigalg import sign
-from verifier.simplesigning import LegacySignature
-from verifier.trustpolicy import TrustStore, parse_trust_policy
 
 pytestmark = pytest.mark.integration
 

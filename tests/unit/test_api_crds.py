@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from puller import crdgen
-from puller.api import (
+from ocigitops.puller import crdgen
+from ocigitops.puller.api import (
     ValidationError,
     format_duration,
     inventory_id,
@@ -25,11 +25,11 @@ from puller.api import (
     parse_oci_repository,
     to_dict,
 )
-from puller.api.ocirepository import OCIRepositorySpec
-from puller.api.schema import from_dict
-from puller.api.verification import build_signature_policy, referenced_secrets
-from verifier.errors import PolicyError
-from verifier.policy import CosignKeyAuthority, CosignKeylessAuthority, NotationAuthority
+from ocigitops.puller.api.ocirepository import OCIRepositorySpec
+from ocigitops.puller.api.schema import from_dict
+from ocigitops.puller.api.verification import build_signature_policy, referenced_secrets
+from ocigitops.verifier.errors import PolicyError
+from ocigitops.verifier.policy import CosignKeyAuthority, CosignKeylessAuthority, NotationAuthority
 
 pytestmark = pytest.mark.unit
 
@@ -88,9 +88,9 @@ def test_committed_crds_are_up_to_date(tmp_path: Path) -> None:
     for p in written:
         committed = DEPLOY / "crds" / p.name
         assert committed.read_bytes() == p.read_bytes(), \
-            f"{committed} is stale: run python -m puller.crdgen"
-    assert crdgen.stale_crds() == []
-    assert crdgen.main(["--check"]) == 0
+            f"{committed} is stale: run python -m ocigitops.puller.crdgen"
+    assert crdgen.stale_crds(DEPLOY / "crds") == []
+    assert crdgen.main(["--check", "--out-dir", str(DEPLOY / "crds")]) == 0
     for name, crd in crdgen.crds().items():
         assert yaml.safe_load((DEPLOY / "crds" / name).read_text()) == crd
 
@@ -400,7 +400,7 @@ def test_status_round_trip() -> None:
 
 
 def test_bad_condition_status_is_rejected_by_schema() -> None:
-    from puller.api.meta import Condition
+    from ocigitops.puller.api.meta import Condition
 
     with pytest.raises(ValidationError, match="'Maybe' is not one of True, False, Unknown"):
         from_dict(Condition, {"type": "Ready", "status": "Maybe", "reason": "X",
@@ -487,8 +487,8 @@ def test_invalid_verify(verify: dict[str, Any], message: str) -> None:
 
 def test_constraints_are_in_the_crd() -> None:
     """The cross-field rules the parser reports are the ones the API server enforces."""
-    from puller.api.ocirepository import OCIRepositoryVerification
-    from puller.api.schema import schema_for
+    from ocigitops.puller.api.ocirepository import OCIRepositoryVerification
+    from ocigitops.puller.api.schema import schema_for
 
     schema = schema_for(OCIRepositoryVerification)
     crd_verify = at(crd_schema(crdgen.oci_repository_crd()), "spec.verify")

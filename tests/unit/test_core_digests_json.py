@@ -11,8 +11,8 @@ from ocigitops import jsonsafe
 from ocigitops.digests import check_digest, digest_of, hasher, is_digest, matches
 from ocigitops.errors import InvalidDigestError, MalformedDocumentError, SizeLimitError
 from ocigitops.extract import Limits
+from ocigitops.puller.cache import ArtifactCache
 from ocigitops.registry import Descriptor
-from puller.cache import ArtifactCache
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,8 @@ import pytest
 
 from ocigitops.artifact import build_layer
 from ocigitops.errors import DigestMismatchError
-from puller import conditions as c
-from puller.cache import ArtifactCache, CorruptCacheError
+from ocigitops.puller import conditions as c
+from ocigitops.puller.cache import ArtifactCache, CorruptCacheError
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from puller.apply import ApplyError, ObjRef, health, validate_objects
-from puller.substitute import SubstitutionError, substitute_objects, substitute_text
+from ocigitops.puller.apply import ApplyError, ObjRef, health, validate_objects
+from ocigitops.puller.substitute import SubstitutionError, substitute_objects, substitute_text
 
 pytestmark = pytest.mark.unit
 

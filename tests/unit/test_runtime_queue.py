@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from puller.runtime.queue import ShutDown, WorkQueue, jittered
+from ocigitops.puller.runtime.queue import ShutDown, WorkQueue, jittered
 
 pytestmark = pytest.mark.unit
 

@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ocigitops import mediatypes as mt
 from ocigitops.errors import UsageError
+from ocigitops.publisher import sign_cosign as sc
 from ocigitops.reference import Reference
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from publisher import sign_cosign as sc
-from verifier.bundles import verify_bundle_with_key
-from verifier.discovery import discover
-from verifier.keys import key_hint
-from verifier.policy import CosignKeyAuthority, SignaturePolicy, evaluate
-from verifier.simplesigning import LegacySignature, parse_payload, verify_legacy_signature
+from ocigitops.verifier.bundles import verify_bundle_with_key
+from ocigitops.verifier.discovery import discover
+from ocigitops.verifier.keys import key_hint
+from ocigitops.verifier.policy import CosignKeyAuthority, SignaturePolicy, evaluate
+from ocigitops.verifier.simplesigning import LegacySignature, parse_payload, verify_legacy_signature
 
 pytestmark = pytest.mark.unit
 

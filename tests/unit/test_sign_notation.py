@@ -19,9 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from verifier_vectors import make_ca, make_leaf, name, now, rsa_key, trust_policy
 
 from ocigitops.errors import UsageError
-from ocigitops.reference import Reference
-from ocigitops.registry import Descriptor, Referrers, sha256_digest
-from publisher.sign_notation import (
+from ocigitops.publisher.sign_notation import (
     ANN_THUMBPRINT,
     ARTIFACT_TYPE,
     COSE_MEDIA_TYPE,
@@ -31,14 +29,16 @@ from publisher.sign_notation import (
     sign_notation,
     signature_algorithm,
 )
-from verifier.errors import (
+from ocigitops.reference import Reference
+from ocigitops.registry import Descriptor, Referrers, sha256_digest
+from ocigitops.verifier.errors import (
     CertificateError,
     DigestMismatchError,
     IdentityMismatchError,
     SignatureVerificationError,
 )
-from verifier.notation import parse_envelope, verify_notation
-from verifier.trustpolicy import TrustStore, parse_trust_policy
+from ocigitops.verifier.notation import parse_envelope, verify_notation
+from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
 
 pytestmark = pytest.mark.unit
 

@@ -29,15 +29,15 @@ from verifier_vectors import (
     vectors,
 )
 
-from verifier import keys
-from verifier.bundles import (
+from ocigitops.verifier import keys
+from ocigitops.verifier.bundles import (
     bundle_certificate,
     load_trusted_root,
     pae,
     verify_bundle_keyless,
     verify_bundle_with_key,
 )
-from verifier.errors import (
+from ocigitops.verifier.errors import (
     CertificateError,
     DigestMismatchError,
     IdentityMismatchError,
@@ -48,8 +48,8 @@ from verifier.errors import (
     SignatureVerificationError,
     TransparencyLogError,
 )
-from verifier.identity import IdentityPolicy, certificate_issuer, certificate_subjects
-from verifier.results import SignatureVerification
+from ocigitops.verifier.identity import IdentityPolicy, certificate_issuer, certificate_subjects
+from ocigitops.verifier.results import SignatureVerification
 
 pytestmark = pytest.mark.unit
 
@@ -419,7 +419,7 @@ _D = "sha256:" + "cd" * 32
 
 
 def test_attestation_predicate_is_refused_as_a_signature() -> None:
-    from verifier.bundles import COSIGN_SIGN_PREDICATE
+    from ocigitops.verifier.bundles import COSIGN_SIGN_PREDICATE
 
     key = ec.generate_private_key(ec.SECP256R1())
     slsa = _key_bundle(key, _D, "https://slsa.dev/provenance/v1")
@@ -435,7 +435,7 @@ def test_attestation_predicate_is_refused_as_a_signature() -> None:
 
 
 def test_dsse_payload_type_must_be_in_toto() -> None:
-    from verifier.bundles import COSIGN_SIGN_PREDICATE
+    from ocigitops.verifier.bundles import COSIGN_SIGN_PREDICATE
 
     key = ec.generate_private_key(ec.SECP256R1())
     other = _key_bundle(key, _D, COSIGN_SIGN_PREDICATE, payload_type="application/json")

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
 from verifier_vectors import COSIGN, vectors
 
-from verifier import keys
-from verifier.errors import (
+from ocigitops.verifier import keys
+from ocigitops.verifier.errors import (
     KeyLoadError,
     MalformedKeyError,
     UnsupportedKeyError,

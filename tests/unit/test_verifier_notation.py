@@ -29,7 +29,7 @@ from verifier_vectors import (
     vectors,
 )
 
-from verifier.errors import (
+from ocigitops.verifier.errors import (
     CertificateError,
     DigestMismatchError,
     IdentityMismatchError,
@@ -41,7 +41,7 @@ from verifier.errors import (
     TrustStoreError,
     UnsupportedAlgorithmError,
 )
-from verifier.notation import (
+from ocigitops.verifier.notation import (
     COSE_MEDIA_TYPE,
     JWS_MEDIA_TYPE,
     media_type_for,
@@ -49,7 +49,7 @@ from verifier.notation import (
     parse_payload,
     verify_notation,
 )
-from verifier.trustpolicy import TrustStore, parse_dn, parse_trust_policy
+from ocigitops.verifier.trustpolicy import TrustStore, parse_dn, parse_trust_policy
 
 pytestmark = pytest.mark.unit
 
@@ -538,7 +538,7 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 ])
 def test_logged_authenticity_failure_is_reported_not_passed(level: str, sv: dict[str, Any],
                                                             logged: str) -> None:
-    from verifier.policy import (
+    from ocigitops.verifier.policy import (
         Candidates,
         NotationAuthority,
         NotationCandidate,
@@ -563,7 +563,7 @@ def test_logged_authenticity_failure_is_reported_not_passed(level: str, sv: dict
 
 
 def test_logged_expiry_failure_is_not_a_pass() -> None:
-    from verifier.policy import (
+    from ocigitops.verifier.policy import (
         Candidates,
         NotationAuthority,
         NotationCandidate,
@@ -581,7 +581,7 @@ def test_logged_expiry_failure_is_not_a_pass() -> None:
 
 
 def test_target_descriptor_is_compared_whole() -> None:
-    from publisher.sign_notation import build_envelope
+    from ocigitops.publisher.sign_notation import build_envelope
 
     key = ec.generate_private_key(ec.SECP256R1())
     chain, root = _chain(key)
@@ -638,7 +638,7 @@ def test_duplicate_json_keys_are_refused(what: str, protected: bytes, payload: b
 
 
 def test_cose_duplicate_protected_header_key_is_refused() -> None:
-    from publisher.sign_notation import build_envelope
+    from ocigitops.publisher.sign_notation import build_envelope
 
     key = ec.generate_private_key(ec.SECP256R1())
     chain, root = _chain(key)

@@ -24,12 +24,12 @@ from verifier_vectors import (
     vectors,
 )
 
-from verifier import keys, policy
-from verifier.bundles import load_trusted_root
-from verifier.errors import KeyLoadError, PolicyError
-from verifier.identity import IdentityPolicy
-from verifier.notation import JWS_MEDIA_TYPE
-from verifier.policy import (
+from ocigitops.verifier import keys, policy
+from ocigitops.verifier.bundles import load_trusted_root
+from ocigitops.verifier.errors import KeyLoadError, PolicyError
+from ocigitops.verifier.identity import IdentityPolicy
+from ocigitops.verifier.notation import JWS_MEDIA_TYPE
+from ocigitops.verifier.policy import (
     Candidates,
     CosignKeyAuthority,
     CosignKeylessAuthority,
@@ -41,8 +41,8 @@ from verifier.policy import (
     from_flux_verify,
     parse_policy,
 )
-from verifier.simplesigning import sign_legacy
-from verifier.trustpolicy import TrustStore, parse_trust_policy
+from ocigitops.verifier.simplesigning import sign_legacy
+from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
 
 pytestmark = pytest.mark.unit
 
@@ -281,7 +281,7 @@ def test_parse_rule_refuses_everything_else(raw: Any) -> None:
 @pytest.mark.parametrize("rule, match", [("ALL", "use any, all"), ("²", "use any, all"),
                                          ("2", "cannot be met")])
 def test_policy_from_flags_rule_is_strict(tmp_path: Any, rule: str, match: str) -> None:
-    from verifier.verify import policy_from_flags
+    from ocigitops.verifier.verify import policy_from_flags
 
     pub = tmp_path / "cosign.pub"
     pub.write_bytes(keys.public_key_pem(ec.generate_private_key(ec.SECP256R1())))
@@ -307,7 +307,7 @@ def _statement(digest: str, predicate_type: str) -> bytes:
                                        "https://cosign.sigstore.dev/attestation/vuln/v1",
                                        "https://sigstore.dev/cosign/sign/v1 "])
 def test_key_signed_attestation_is_not_a_signature(predicate: str) -> None:
-    from publisher.sign_cosign import build_key_bundle
+    from ocigitops.publisher.sign_cosign import build_key_bundle
 
     key = ec.generate_private_key(ec.SECP256R1())
     pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
@@ -320,7 +320,7 @@ def test_key_signed_attestation_is_not_a_signature(predicate: str) -> None:
 
 
 def test_duplicate_keys_in_a_bundle_fail_the_authority() -> None:
-    from publisher.sign_cosign import build_key_bundle
+    from ocigitops.publisher.sign_cosign import build_key_bundle
 
     key = ec.generate_private_key(ec.SECP256R1())
     pol = SignaturePolicy((CosignKeyAuthority("ci", (key.public_key(),)),))
@@ -348,7 +348,7 @@ def test_reasons_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_logged_failures_never_pass_whatever_produced_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Defensive check in evaluate: a 'passing' result carrying logged failures fails."""
-    from verifier.results import SignatureVerification, Signer
+    from ocigitops.verifier.results import SignatureVerification, Signer
 
     def fake(*_a: Any, **_k: Any) -> SignatureVerification:
         return SignatureVerification(digest=NOTATION_DIGEST, signer=Signer(kind="key"),
@@ -379,7 +379,7 @@ def test_hostile_policy_inputs_are_typed_errors() -> None:
 def test_policy_file_with_a_repeated_key_is_refused(tmp_path: Path) -> None:
     """PyYAML keeps the last of two equal keys; a policy file that says ``rule`` twice
     (or lists ``authorities`` twice) means different things to different readers."""
-    from verifier.verify import load_policy_file
+    from ocigitops.verifier.verify import load_policy_file
 
     p = tmp_path / "policy.yaml"
     p.write_text("rule: all\nrule: any\nauthorities: []\n")

@@ -21,9 +21,9 @@ from verifier_vectors import (
     vectors,
 )
 
-from verifier import keys, rekor, simplesigning
-from verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT, load_trusted_root
-from verifier.errors import (
+from ocigitops.verifier import keys, rekor, simplesigning
+from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT, load_trusted_root
+from ocigitops.verifier.errors import (
     CertificateError,
     DigestMismatchError,
     IdentityMismatchError,
@@ -32,9 +32,12 @@ from verifier.errors import (
     SignatureVerificationError,
     TransparencyLogError,
 )
-from verifier.identity import IdentityPolicy
-from verifier.legacy_keyless import verify_certificate_signature, verify_legacy_keyless_signature
-from verifier.simplesigning import LegacySignature, sign_legacy, verify_legacy_signature
+from ocigitops.verifier.identity import IdentityPolicy
+from ocigitops.verifier.legacy_keyless import (
+    verify_certificate_signature,
+    verify_legacy_keyless_signature,
+)
+from ocigitops.verifier.simplesigning import LegacySignature, sign_legacy, verify_legacy_signature
 
 pytestmark = pytest.mark.unit
 
@@ -245,7 +248,7 @@ def test_ambiguous_signed_payload_is_refused(image: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     payload = ('{"critical":{"identity":{"docker-reference":"r"},"image":{' + image
                + '},"type":"cosign container image signature"},"optional":null}').encode()
-    from verifier.sigalg import sign
+    from ocigitops.verifier.sigalg import sign
 
     sig = LegacySignature(payload=payload, signature=sign(key, payload))
     with pytest.raises(MalformedSignatureError, match="twice"):

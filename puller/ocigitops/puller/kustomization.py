@@ -1,0 +1,374 @@
+"""Kustomization reconciliation, with Flux's semantics.
+
+1. Wait for ``dependsOn`` Kustomizations to be Ready and for the source to have an
+   artifact.
+2. Extract the source's artifact from the cache (verified on read) into a private
+   directory, apply the source's ignore rules, and build ``path`` with the sandboxed real
+   kustomize through a generated overlay carrying ``targetNamespace``,
+   ``namePrefix``/``nameSuffix``, ``commonMetadata``, ``images``, ``patches`` and
+   ``components`` (what Flux writes into the kustomization it builds).
+3. Substitute ``postBuild`` variables; label every object with its owner.
+4. Apply (dry-run of the whole set first: nothing is written when one object is
+   refused), prune what left the inventory (only after a fully successful apply), then
+   wait for health when ``wait`` or ``healthChecks`` ask for it.
+5. Record inventory, revisions, a bounded history and conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ocigitops.errors import OcigitopsError
+from ocigitops.ignore import matcher, read_sourceignore
+from ocigitops.puller import conditions as cond
+from ocigitops.puller.api.kustomization import (
+    HISTORY_LIMIT,
+    KIND,
+    Kustomization,
+    parse_kustomization,
+)
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.api.schema import ValidationError
+from ocigitops.puller.apply import (
+    OWNER_NAME_LABEL,
+    OWNER_NAMESPACE_LABEL,
+    ApplyError,
+    ApplyResult,
+    ObjRef,
+    apply_set,
+    prune,
+    wait_ready,
+)
+from ocigitops.puller.cache import ArtifactCache
+from ocigitops.puller.kube import DynamicClient
+from ocigitops.puller.reconcile import Outcome, begin
+from ocigitops.puller.substitute import substitute_objects
+from ocigitops.render import build_kustomization
+
+SOURCE_API_VERSION = API_VERSION
+FINALIZER = "finalizers.ocigitops.dev"
+OVERLAY_DIR = "__ocigitops_overlay__"
+
+
+@dataclass
+class KustomizeContext:
+    """The I/O a Kustomization reconcile needs."""
+
+    kube: DynamicClient
+    cache: ArtifactCache
+    #: Forbid sourceRef/dependsOn in other namespaces (``--no-cross-namespace-refs``).
+    no_cross_namespace_refs: bool = False
+    build_timeout: float = 120.0
+    #: Returns a dynamic client impersonating nobody (used to read Kustomizations).
+    clock: Callable[[], float] = time.time
+
+
+class NotReadyError(OcigitopsError):
+    """A dependency or the source is not ready yet: retry later, not a failure."""
+
+
+def _ready(obj: Mapping[str, Any] | None) -> bool:
+    if obj is None:
+        return False
+    md, st = obj.get("metadata") or {}, obj.get("status") or {}
+    ready = cond.find(list(st.get("conditions") or []), cond.READY)
+    return bool(ready and ready.get("status") == cond.TRUE
+                and st.get("observedGeneration") == md.get("generation"))
+
+
+def _overlay(ks: Kustomization, tree: Path) -> Path:
+    """Write the wrapping kustomization beside ``tree`` and return its directory.
+
+    Beside, not inside: kustomize refuses a root that contains the kustomization
+    referencing it (a cycle).
+    """
+    spec = ks.spec
+    base = (tree / (spec.path or ".")).resolve()
+    if not base.is_relative_to(tree.resolve()):
+        raise OcigitopsError(f"spec.path {spec.path!r} leaves the artifact")
+    if not base.is_dir():
+        raise OcigitopsError(f"spec.path {spec.path!r} not found in the artifact")
+    if not any((base / n).is_file() for n in
+               ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+        # Flux generates one listing every manifest (kustomize create --autodetect).
+        files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
+                       if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+        (base / "kustomization.yaml").write_text(yaml.safe_dump(
+            {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+             "resources": files}))
+    overlay = tree.parent / OVERLAY_DIR
+    overlay.mkdir()
+    rel = Path("..") / tree.name / base.relative_to(tree.resolve())
+    doc: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1",
+                           "kind": "Kustomization", "resources": [rel.as_posix()]}
+    if spec.target_namespace:
+        doc["namespace"] = spec.target_namespace
+    if spec.name_prefix:
+        doc["namePrefix"] = spec.name_prefix
+    if spec.name_suffix:
+        doc["nameSuffix"] = spec.name_suffix
+    if spec.common_metadata is not None:
+        if spec.common_metadata.labels:
+            doc["labels"] = [{"pairs": dict(spec.common_metadata.labels),
+                              "includeSelectors": False}]
+        if spec.common_metadata.annotations:
+            doc["commonAnnotations"] = dict(spec.common_metadata.annotations)
+    if spec.images:
+        doc["images"] = [{k: v for k, v in {"name": i.name, "newName": i.new_name,
+                                            "newTag": i.new_tag, "digest": i.digest}.items()
+                          if v} for i in spec.images]
+    if spec.patches:
+        patches = []
+        for p in spec.patches:
+            item: dict[str, Any] = {"patch": p.patch}
+            if p.target is not None:
+                item["target"] = {k: v for k, v in {
+                    "group": p.target.group, "version": p.target.version,
+                    "kind": p.target.kind, "name": p.target.name,
+                    "namespace": p.target.namespace, "labelSelector": p.target.label_selector,
+                    "annotationSelector": p.target.annotation_selector}.items() if v}
+            patches.append(item)
+        doc["patches"] = patches
+    if spec.components:
+        doc["components"] = [(rel / c).as_posix() for c in spec.components]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return overlay
+
+
+def _apply_ignore(tree: Path, patterns: list[str]) -> None:
+    excluded = matcher(patterns)
+    if excluded is None:
+        return
+    for p in sorted(tree.rglob("*"), reverse=True):
+        rel = p.relative_to(tree).as_posix()
+        if excluded(rel, p.is_dir()):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+async def _variables(ctx: KustomizeContext, ks: Kustomization) -> dict[str, str]:
+    pb = ks.spec.post_build
+    if pb is None:
+        return {}
+    out: dict[str, str] = {}
+    ns = ks.metadata.namespace
+    for ref in pb.substitute_from:
+        if ref.kind == "Secret":
+            data = await ctx.kube.secret_data(ns, ref.name)
+            values = {k: v.decode(errors="replace") for k, v in (data or {}).items()}
+            found = data is not None
+        else:
+            cm = await ctx.kube.get("v1", "ConfigMap", ref.name, ns)
+            values = dict((cm or {}).get("data") or {})
+            found = cm is not None
+        if not found and not ref.optional:
+            raise OcigitopsError(f"postBuild substituteFrom {ref.kind} {ns}/{ref.name} not"
+                                 " found")
+        out.update(values)
+    out.update(pb.substitute or {})
+    return out
+
+
+def _checksum(objs: list[dict[str, Any]]) -> str:
+    return "sha256:" + hashlib.sha256(
+        json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _build_sync(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
+                ignore: str | None) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory(prefix="ocigitops-build-") as tmp:
+        tree = Path(tmp) / "artifact"
+        # The same bound as the kustomize build: a thread cannot be cancelled, so the
+        # extraction stops itself.
+        ctx.cache.extract(artifact_digest, tree,
+                          deadline=time.monotonic() + ctx.build_timeout)
+        patterns = read_sourceignore(tree) + ([ignore] if ignore else [])
+        _apply_ignore(tree, patterns)
+        overlay = _overlay(ks, tree)
+        text = build_kustomization(overlay, root=tree.parent, timeout=ctx.build_timeout)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
+                ignore: str | None) -> list[dict[str, Any]]:
+    """Extract the artifact, build the overlay, substitute: the objects to apply."""
+    # Extraction, the kustomize process and YAML parsing run on a thread: on the event
+    # loop they would stall every other reconcile for the length of each build.
+    objs = await asyncio.to_thread(_build_sync, ctx, ks, artifact_digest, ignore)
+    objs = substitute_objects(objs, await _variables(ctx, ks))
+    for obj in objs:
+        md = obj.setdefault("metadata", {})
+        labels = md.setdefault("labels", {})
+        labels[OWNER_NAME_LABEL] = ks.metadata.name
+        labels[OWNER_NAMESPACE_LABEL] = ks.metadata.namespace
+    return objs
+
+
+def _impersonation(ks: Kustomization) -> str | None:
+    sa = ks.spec.service_account_name
+    return f"system:serviceaccount:{ks.metadata.namespace}:{sa}" if sa else None
+
+
+async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
+    """Handle deletion: garbage-collect per ``deletionPolicy`` and release the finalizer."""
+    status = dict(obj.get("status") or {})
+    try:
+        ks = parse_kustomization(obj)
+    except (ValidationError, ValueError):
+        return Outcome(status, None, remove_finalizer=True)
+    policy = ks.spec.deletion_policy or "MirrorPrune"
+    delete = policy == "Delete" or (policy in ("MirrorPrune", "WaitForTermination")
+                                    and ks.spec.prune)
+    if delete and not ks.spec.suspend:
+        old = [ObjRef.from_inventory(e) for e in
+               ((status.get("inventory") or {}).get("entries") or [])]
+        await prune(ctx.kube, old, [], owner=(ks.metadata.namespace, ks.metadata.name),
+                    impersonate=_impersonation(ks))
+    return Outcome(status, None, remove_finalizer=True)
+
+
+async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
+    """Reconcile one Kustomization object (a dict from the API server)."""
+    md = obj.get("metadata") or {}
+    if md.get("deletionTimestamp"):
+        return await finalize(ctx, obj)
+    start = begin(obj)
+    generation, status, conditions = start.generation, start.status, start.conditions
+    try:
+        ks = parse_kustomization(obj)
+    except (ValidationError, ValueError) as e:
+        return Outcome(status, None, [start.invalid(e)], failed=True)
+    if ks.spec.suspend:
+        return Outcome(status, None)
+    add_finalizer = FINALIZER not in (md.get("finalizers") or [])
+    interval = ks.spec.interval_seconds
+    retry = ks.spec.retry_interval_seconds or interval
+    started = ctx.clock()
+    try:
+        source, artifact = await _source(ctx, ks)
+    except NotReadyError as e:
+        cond.mark_reconciling(conditions, "DependencyNotReady", str(e), generation)
+        cond.set_condition(conditions, cond.READY, cond.FALSE, "DependencyNotReady", str(e),
+                           generation)
+        return Outcome(status, retry, add_finalizer=add_finalizer)
+    except OcigitopsError as e:
+        cond.mark_failed(conditions, "ArtifactFailed", str(e), generation)
+        status["observedGeneration"] = generation
+        return Outcome(status, retry, [("Warning", "ArtifactFailed", str(e))], failed=True,
+                       add_finalizer=add_finalizer)
+    revision = str(artifact.get("revision", ""))
+    status["lastAttemptedRevision"] = revision
+    try:
+        objs = await build(ctx, ks, str(artifact["digest"]),
+                           ((source.get("spec") or {}).get("ignore")))
+    except OcigitopsError as e:
+        msg = f"build of revision {revision} failed: {e}"
+        cond.mark_failed(conditions, "BuildFailed", msg, generation)
+        status["observedGeneration"] = generation
+        return Outcome(status, retry, [("Warning", "BuildFailed", msg)], failed=True,
+                       add_finalizer=add_finalizer)
+    impersonate = _impersonation(ks)
+    old = [ObjRef.from_inventory(e) for e in
+           ((status.get("inventory") or {}).get("entries") or [])]
+    timeout = ks.spec.timeout_seconds or interval
+    # The failure's reason comes from the step that failed, not from words in its message
+    # (an object or namespace named "ready-..." or "health..." made an apply refusal look
+    # like a failed health check).
+    step = "apply"
+    try:
+        result: ApplyResult = await apply_set(ctx.kube, objs, impersonate=impersonate,
+                                              force=ks.spec.force, wait_timeout=timeout)
+        # The new inventory is recorded as soon as the apply succeeded, so a failure in
+        # prune or health still knows what this revision owns.
+        status["inventory"] = {"entries": [r.inventory_entry() for r in result.inventory]}
+        if ks.spec.prune:
+            await prune(ctx.kube, old, result.inventory,
+                        owner=(ks.metadata.namespace, ks.metadata.name),
+                        impersonate=impersonate, result=result)
+        checks = list(result.inventory) if ks.spec.wait else [
+            ObjRef(g, c.kind, c.namespace or ks.metadata.namespace, c.name, v)
+            for c in ks.spec.health_checks
+            for g, v in [tuple(c.api_version.rpartition("/")[::2]) if c.api_version
+                         else ("", "")]]
+        if checks:
+            step = "health"
+            await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate)
+    except (ApplyError, OcigitopsError) as e:
+        reason = "HealthCheckFailed" if step == "health" else "ReconciliationFailed"
+        msg = f"{e}"
+        cond.mark_failed(conditions, reason, msg, generation)
+        status["observedGeneration"] = generation
+        return Outcome(status, retry, [("Warning", reason, f"revision {revision}: {msg}")],
+                       failed=True, add_finalizer=add_finalizer)
+    first = status.get("lastAppliedRevision") != revision
+    status["lastAppliedRevision"] = revision
+    status["observedGeneration"] = generation
+    _record_history(status, _checksum(objs), revision, ctx.clock() - started)
+    cond.mark_ready(conditions, "ReconciliationSucceeded",
+                    f"Applied revision: {revision}", generation)
+    events = [("Normal", "ReconciliationSucceeded",
+               f"applied revision {revision}: {result.summary()}")] if first or \
+        any(a in result.changes for a in ("created", "configured", "deleted")) else []
+    return Outcome(status, interval, events, add_finalizer=add_finalizer)
+
+
+async def _source(ctx: KustomizeContext, ks: Kustomization,
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ns = ks.metadata.namespace
+    for dep in ks.spec.depends_on:
+        dep_ns = dep.namespace or ns
+        if ctx.no_cross_namespace_refs and dep_ns != ns:
+            raise OcigitopsError(f"dependsOn {dep_ns}/{dep.name}: cross-namespace references"
+                                 " are not allowed")
+        other = await ctx.kube.get(API_VERSION, KIND, dep.name, dep_ns)
+        if not _ready(other):
+            raise NotReadyError(f"dependency '{dep_ns}/{dep.name}' is not ready")
+    ref = ks.spec.source_ref
+    src_ns = ref.namespace or ns
+    if ctx.no_cross_namespace_refs and src_ns != ns:
+        raise OcigitopsError(f"sourceRef {src_ns}/{ref.name}: cross-namespace references are"
+                             " not allowed")
+    if ref.kind != "OCIRepository":
+        raise OcigitopsError(f"source kind {ref.kind} is not supported yet")
+    source = await ctx.kube.get(SOURCE_API_VERSION, ref.kind, ref.name, src_ns)
+    if source is None:
+        raise NotReadyError(f"{ref.kind} '{src_ns}/{ref.name}' not found")
+    artifact = (source.get("status") or {}).get("artifact")
+    if not artifact or not artifact.get("digest"):
+        raise NotReadyError(f"{ref.kind} '{src_ns}/{ref.name}' has no artifact yet")
+    if not ctx.cache.has(str(artifact["digest"])):
+        raise NotReadyError(f"artifact {artifact['digest']} of {ref.kind} "
+                            f"'{src_ns}/{ref.name}' is not in the cache yet")
+    return source, artifact
+
+
+def _record_history(status: dict[str, Any], digest: str, revision: str,
+                    duration: float) -> None:
+    now = cond.now_iso()
+    history: list[dict[str, Any]] = [dict(h) for h in status.get("history") or []]
+    if history and history[0].get("digest") == digest:
+        h = history[0]
+        h["lastReconciled"] = now
+        h["totalReconciliations"] = int(h.get("totalReconciliations", 0)) + 1
+        h["lastReconciledStatus"] = "ReconciliationSucceeded"
+        h["lastReconciledDuration"] = f"{duration:.3f}s"
+    else:
+        history.insert(0, {"digest": digest, "firstReconciled": now, "lastReconciled": now,
+                           "totalReconciliations": 1,
+                           "lastReconciledStatus": "ReconciliationSucceeded",
+                           "lastReconciledDuration": f"{duration:.3f}s",
+                           "metadata": {"revision": revision}})
+    status["history"] = history[:HISTORY_LIMIT]

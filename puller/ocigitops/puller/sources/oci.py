@@ -1,0 +1,338 @@
+"""OCIRepository reconciliation, with Flux's semantics.
+
+Per interval: resolve the ref (a semver ref lists tags) and HEAD the manifest, nothing
+more when the revision, the ignore rules, the layer selector and the generation are
+unchanged and the artifact is still cached. A new digest is verified first when
+``spec.verify`` is set, and only the verified digest is fetched: the manifest and layer
+are read by digest, never by tag again, and stored in the content-addressed cache. A
+failed fetch or verification never replaces the last good artifact; the status says why.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ocigitops.artifact import parse_manifest
+from ocigitops.auth import CredentialResolver, DockerConfig
+from ocigitops.errors import (
+    DigestMismatchError,
+    NotFoundError,
+    OcigitopsError,
+    RegistryError,
+)
+from ocigitops.extract import DEFAULT_LIMITS
+from ocigitops.puller import conditions as cond
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.api.ocirepository import KIND, OCIRepository, parse_oci_repository
+from ocigitops.puller.api.schema import ValidationError
+from ocigitops.puller.api.verification import build_signature_policy, referenced_secrets
+from ocigitops.puller.cache import ArtifactCache
+from ocigitops.puller.kube import DynamicClient
+from ocigitops.puller.reconcile import Outcome, begin
+from ocigitops.reference import Reference, parse_reference
+from ocigitops.registry import Manifest, RegistryClient
+from ocigitops.tags import select_latest
+from ocigitops.verifier.errors import PolicyError
+from ocigitops.verifier.verify import verify_artifact
+
+ARTIFACT_IN_STORAGE = "ArtifactInStorage"
+FETCH_FAILED = "FetchFailed"
+SOURCE_VERIFIED = "SourceVerified"
+
+
+@dataclass
+class SourceContext:
+    """The I/O a source reconcile needs (injected, so tests can use real servers)."""
+
+    kube: DynamicClient
+    cache: ArtifactCache
+    #: Builds a registry client from (credentials resolver, insecure, ca, cert, key).
+    registry: Callable[..., RegistryClient] = RegistryClient
+    #: Reconciles talking to one registry host at once. One process serves every tenant:
+    #: a stalled or hostile registry may hold this many workers (each until its
+    #: ``spec.timeout``), never all of them; the rest are requeued shortly.
+    per_host: int = 2
+    busy: dict[str, int] = field(default_factory=dict)
+
+
+#: How soon a source whose registry host has no free slot is tried again.
+HOST_BUSY_RETRY = 5.0
+
+
+def revision_of(tag: str | None, digest: str) -> str:
+    """Flux's revision string: ``<tag>@sha256:<hex>``, or the digest alone."""
+    return f"{tag}@{digest}" if tag else digest
+
+
+async def _credentials(ctx: SourceContext, repo: OCIRepository) -> CredentialResolver:
+    ns = repo.metadata.namespace
+    configs: list[DockerConfig] = []
+    names: list[str] = []
+    if repo.spec.secret_ref is not None:
+        names.append(repo.spec.secret_ref.name)
+    if repo.spec.service_account_name:
+        sa = await ctx.kube.get("v1", "ServiceAccount", repo.spec.service_account_name, ns)
+        if sa is None:
+            raise OcigitopsError(f"ServiceAccount {ns}/{repo.spec.service_account_name} not"
+                                 " found")
+        names += [s.get("name", "") for s in sa.get("imagePullSecrets") or []]
+    for name in names:
+        data = await ctx.kube.secret_data(ns, name)
+        if data is None:
+            raise OcigitopsError(f"Secret {ns}/{name} not found")
+        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+        if raw is None:
+            raise OcigitopsError(f"Secret {ns}/{name} has no .dockerconfigjson")
+        configs.append(DockerConfig.from_bytes(raw, source=f"Secret {ns}/{name}"))
+    # In the cluster the controller's own docker config must not leak into tenants.
+    return CredentialResolver(configs=configs, use_docker_config=False)
+
+
+async def _proxy(ctx: SourceContext, repo: OCIRepository) -> str | None:
+    """The proxy URL from ``proxySecretRef`` (Flux's keys: address, username, password)."""
+    ref = repo.spec.proxy_secret_ref
+    if ref is None:
+        return None
+    ns = repo.metadata.namespace
+    data = await ctx.kube.secret_data(ns, ref.name)
+    if data is None:
+        raise OcigitopsError(f"proxy Secret {ns}/{ref.name} not found")
+    address = data.get("address", b"").decode().strip()
+    if not address:
+        raise OcigitopsError(f"proxy Secret {ns}/{ref.name} has no address")
+    url = httpx.URL(address)
+    user = data.get("username", b"").decode()
+    if user:
+        url = url.copy_with(username=user, password=data.get("password", b"").decode())
+    return str(url)
+
+
+def _tls_files(data: Mapping[str, bytes], tmp: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"ca_file": None, "cert_file": None, "key_file": None}
+    for key, arg in (("ca.crt", "ca_file"), ("tls.crt", "cert_file"), ("tls.key", "key_file")):
+        if key in data:
+            p = tmp / key
+            p.write_bytes(data[key])
+            os.chmod(p, 0o600)
+            out[arg] = str(p)
+    return out
+
+
+async def _resolve(client: RegistryClient, base: Reference, repo: OCIRepository,
+                   ) -> tuple[Reference, str, int, str]:
+    """(pinned reference, digest, manifest size, revision) for the spec's ref."""
+    ref = repo.spec.ref
+    if ref.kind == "digest" and ref.digest:
+        # The spec's digest is the digest: head_manifest refuses an answer naming another.
+        desc = await client.head_manifest(base.with_digest(ref.digest))
+        return base.with_digest(ref.digest), ref.digest, desc.size, ref.digest
+    tag = ref.tag or "latest"
+    if ref.kind == "semver" and ref.semver:
+        tags = await client.list_tags(base)
+        if ref.semver_filter:
+            pattern = re.compile(ref.semver_filter)
+            tags = [t for t in tags if pattern.search(t)]
+        matched = select_latest(tags, ref.semver)
+        if matched is None:
+            raise NotFoundError(f"no tag of {base.name} matches semver {ref.semver!r}")
+        tag = matched
+    desc = await client.head_manifest(base.with_tag(tag))
+    return base.with_tag(tag).with_digest(desc.digest), desc.digest, desc.size, \
+        revision_of(tag, desc.digest)
+
+
+async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
+    """Reconcile one OCIRepository object (a dict from the API server)."""
+    start = begin(obj)
+    generation, status, conditions = start.generation, start.status, start.conditions
+    try:
+        repo = parse_oci_repository(obj)
+    except (ValidationError, ValueError) as e:
+        return Outcome(status, None, [start.invalid(e)], failed=True)
+    if repo.spec.suspend:
+        return Outcome(status, None)
+    interval = repo.spec.interval_seconds
+    if repo.spec.provider != "generic":
+        msg = (f"provider {repo.spec.provider!r} is not supported yet: use a secretRef with"
+               " registry credentials")
+        cond.mark_failed(conditions, "UnsupportedProvider", msg, generation, stalled=True)
+        status["observedGeneration"] = generation
+        return Outcome(status, None, [("Warning", "UnsupportedProvider", msg)], failed=True)
+
+    host = _host_of(repo.spec.url)
+    if ctx.busy.get(host, 0) >= ctx.per_host:
+        # Status untouched: this is load, not a verdict on the source.
+        return Outcome(dict(obj.get("status") or {}), HOST_BUSY_RETRY * (1 + random.random()))
+    ctx.busy[host] = ctx.busy.get(host, 0) + 1
+    with tempfile.TemporaryDirectory(prefix="ocigitops-tls-") as tmp:
+        try:
+            return await _reconcile(repo, ctx, status, conditions, generation, interval,
+                                    Path(tmp))
+        except (OcigitopsError, PolicyError) as e:
+            return _failed(status, conditions, generation, interval, e)
+        except Exception as e:  # whatever a registry made us raise
+            # Input-driven failures are typed; anything else is still a failed fetch that
+            # the status must show (never stale conditions from the last success).
+            return _failed(status, conditions, generation, interval, OcigitopsError(
+                f"unexpected {type(e).__name__} while fetching: {e}"))
+        finally:
+            ctx.busy[host] -= 1
+            if not ctx.busy[host]:
+                del ctx.busy[host]
+
+
+def _host_of(url: str) -> str:
+    try:
+        return parse_reference(url, require_scheme=True).api_host
+    except OcigitopsError:
+        return url
+
+
+def _failed(status: dict[str, Any], conditions: list[dict[str, Any]], generation: int,
+            interval: float, e: Exception) -> Outcome:
+    reason = "AuthenticationFailed" if "credentials" in str(e).lower() else \
+        "OCIArtifactPullFailed"
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, message, generation)
+    cond.mark_failed(conditions, reason, message, generation)
+    status["observedGeneration"] = generation
+    return Outcome(status, interval, [("Warning", reason, message)], failed=True)
+
+
+async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, Any],
+                     conditions: list[dict[str, Any]], generation: int, interval: float,
+                     tmp: Path) -> Outcome:
+    ns = repo.metadata.namespace
+    tls: dict[str, str | None] = {"ca_file": None, "cert_file": None, "key_file": None}
+    if repo.spec.cert_secret_ref is not None:
+        data = await ctx.kube.secret_data(ns, repo.spec.cert_secret_ref.name)
+        if data is None:
+            raise OcigitopsError(f"Secret {ns}/{repo.spec.cert_secret_ref.name} not found")
+        tls = _tls_files(data, tmp)
+    creds = await _credentials(ctx, repo)
+    proxy = await _proxy(ctx, repo)
+    base = parse_reference(repo.spec.url, require_scheme=True)
+    # spec.timeout bounds the whole remote part (Flux: "timeout for remote OCI Repository
+    # operations"), not each read: a registry dripping a byte at a time cannot hold a
+    # worker past it.
+    async with ctx.registry(creds, insecure=repo.spec.insecure,
+                            timeout=repo.spec.timeout_seconds,
+                            deadline=repo.spec.timeout_seconds, proxy=proxy, **tls) as client:
+        pinned, digest, _size, revision = await _resolve(client, base, repo)
+        artifact = status.get("artifact") or {}
+        selector = _selector_json(repo)
+        # With ``verify``, the last verification must be of this digest and have passed:
+        # after a refused revision the tag may move back to the stored one (a rollback by
+        # re-tagging), and skipping the verification then left SourceVerified=False and
+        # the refused digest's outcome in the status of a Ready source.
+        verified = repo.spec.verify is None or (
+            (status.get("verification") or {}).get("digest") == digest
+            and (cond.find(conditions, SOURCE_VERIFIED) or {}).get("status") == cond.TRUE)
+        unchanged = (artifact.get("revision") == revision
+                     and status.get("observedIgnore") == repo.spec.ignore
+                     and status.get("observedLayerSelector") == selector
+                     and status.get("observedGeneration") == generation
+                     and verified
+                     and artifact.get("digest") and ctx.cache.has(artifact["digest"]))
+        if unchanged:
+            cond.remove(conditions, FETCH_FAILED)
+            cond.mark_ready(conditions, "Succeeded",
+                            f"stored artifact for revision '{revision}'", generation)
+            return Outcome(status, interval)
+
+        cond.mark_reconciling(conditions, "Progressing", f"fetching revision {revision}",
+                              generation)
+        events: list[tuple[str, str, str]] = []
+        m: Manifest | None = None
+        if repo.spec.verify is not None:
+            secrets: dict[str, dict[str, bytes]] = {}
+            for name in referenced_secrets(repo.spec.verify):
+                data = await ctx.kube.secret_data(ns, name)
+                if data is None:
+                    raise PolicyError(f"verification Secret {ns}/{name} not found")
+                secrets[name] = data
+            policy = build_signature_policy(repo.spec.verify, secrets)
+            outcome = await verify_artifact(client, pinned, policy)
+            status["verification"] = {
+                "digest": outcome.digest,
+                "authorities": [{"name": a.name, "passed": a.passed, "reason": a.reason[:1024],
+                                 **({"signer": str(a.signer)} if a.signer else {})}
+                                for a in outcome.result.authorities]}
+            if not outcome.passed or outcome.digest != digest:
+                reasons = "; ".join(f"{a.name}: {a.reason}" for a in outcome.result.authorities
+                                    if not a.passed)
+                msg = f"verification of revision {revision} failed: {reasons}"
+                cond.set_condition(conditions, SOURCE_VERIFIED, cond.FALSE,
+                                   "VerificationError", msg, generation)
+                cond.mark_failed(conditions, "VerificationError", msg, generation)
+                status["observedGeneration"] = generation
+                return Outcome(status, interval, [("Warning", "VerificationError", msg)],
+                               failed=True)
+            m = outcome.manifest
+            signers = ", ".join(f"{a.name} ({a.signer})" for a in outcome.result.authorities
+                                if a.passed)
+            cond.set_condition(conditions, SOURCE_VERIFIED, cond.TRUE, "Succeeded",
+                               f"verified signature of revision {revision} by {signers}",
+                               generation)
+        else:
+            cond.remove(conditions, SOURCE_VERIFIED)
+            status.pop("verification", None)
+
+        if m is None:
+            m = await client.get_manifest(pinned)  # hashed against the pinned digest
+        if m.digest != digest:
+            raise DigestMismatchError(f"manifest {m.digest} is not the resolved {digest}")
+        manifest = parse_manifest(m.data, m.media_type)
+        want = repo.spec.layer_selector.media_type if repo.spec.layer_selector else None
+        layer = manifest.select_layer(want) if want else (
+            manifest.layers[0] if manifest.layers else manifest.select_layer())
+        if not ctx.cache.has(layer.digest):
+            DEFAULT_LIMITS.check_layer_size(layer.size, f"layer {layer.digest} of {revision}")
+            await ctx.cache.store(layer.digest, client.stream_blob(pinned, layer))
+        status["artifact"] = {
+            "digest": layer.digest,
+            "path": f"ocirepository/{ns}/{repo.metadata.name}/{layer.digest[7:]}.tar.gz",
+            "url": ctx.cache.path(layer.digest).as_uri(),
+            "revision": revision,
+            "lastUpdateTime": cond.now_iso(),
+            "size": layer.size,
+            "metadata": dict(manifest.annotations),
+        }
+        status["observedIgnore"] = repo.spec.ignore
+        status["observedLayerSelector"] = selector
+        status["observedGeneration"] = generation
+        cond.remove(conditions, FETCH_FAILED)
+        cond.set_condition(conditions, ARTIFACT_IN_STORAGE, cond.TRUE, "Succeeded",
+                           f"stored artifact for revision '{revision}'", generation)
+        cond.mark_ready(conditions, "Succeeded", f"stored artifact for revision '{revision}'",
+                        generation)
+        new = artifact.get("revision") != revision
+        if new:
+            events.append(("Normal", "NewArtifact", f"stored artifact with revision"
+                                                    f" '{revision}' from '{repo.spec.url}'"))
+        return Outcome(status, interval, events, new_revision=new)
+
+
+def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
+    sel = repo.spec.layer_selector
+    if sel is None:
+        return None
+    out: dict[str, str] = {}
+    if sel.media_type:
+        out["mediaType"] = sel.media_type
+    if sel.operation:
+        out["operation"] = sel.operation
+    return out
+
+
+__all__ = ["API_VERSION", "KIND", "Outcome", "RegistryError", "SourceContext", "reconcile",
+           "revision_of"]

@@ -1,0 +1,122 @@
+"""The package layout (docs/architecture.md): one ``ocigitops`` namespace from four folders,
+and layers that only import downwards.
+
+Layers: core (``ocigitops.*`` modules) <- verifier <- publisher, puller <- cli. The CLI is
+the leaf: nothing imports it. Every import counts, also the ones inside functions (the CLI
+and several modules import lazily for start-up time), so the check reads the source with
+:mod:`ast` rather than importing it.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+#: Folder of each portion of the namespace (the core is ocigitops/ at the root).
+PORTIONS = {"ocigitops": REPO / "ocigitops",
+            "ocigitops.publisher": REPO / "publisher" / "ocigitops" / "publisher",
+            "ocigitops.verifier": REPO / "verifier" / "ocigitops" / "verifier",
+            "ocigitops.puller": REPO / "puller" / "ocigitops" / "puller"}
+#: What each layer may import (besides itself, the standard library and third parties).
+ALLOWED = {"core": {"core"},
+           "verifier": {"core"},
+           "publisher": {"core", "verifier"},
+           "puller": {"core", "verifier"},
+           "cli": {"core", "verifier", "publisher", "puller"}}
+
+
+def _modules() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for package, root in PORTIONS.items():
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if package == "ocigitops" and parts and parts[0] in ("examples",):
+                continue
+            if package == "ocigitops" and len(parts) > 1:
+                continue  # a subfolder of the core folder is not a module of ours
+            out[name] = path
+    return out
+
+
+def _layer(module: str) -> str | None:
+    if not module.startswith("ocigitops"):
+        return None
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in ("publisher", "verifier", "puller"):
+        return parts[1]
+    if len(parts) >= 2 and parts[1] == "cli":
+        return "cli"
+    return "core"
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    return found
+
+
+def test_layers_import_only_downwards() -> None:
+    modules = _modules()
+    assert "ocigitops.cli" in modules and "ocigitops.puller.manager" in modules
+    # The scanner sees imports at any depth (a lazy one inside a function included).
+    assert "ocigitops.verifier.verify" in _imports(
+        modules["ocigitops.puller.sources.oci"], "ocigitops.puller.sources.oci")
+    assert "ocigitops.puller.manager" in _imports(modules["ocigitops.cli"], "ocigitops.cli")
+    wrong: list[str] = []
+    for module, path in sorted(modules.items()):
+        layer = _layer(module)
+        assert layer is not None
+        for imported in sorted(_imports(path, module)):
+            target = _layer(imported)
+            if target is None or target == layer:
+                continue
+            if target == "cli" or target not in ALLOWED[layer]:
+                wrong.append(f"{module} ({layer}) imports {imported} ({target})")
+    assert not wrong, "layer violations:\n" + "\n".join(wrong)
+
+
+def test_old_top_level_names_are_gone() -> None:
+    """``publisher``, ``verifier`` and ``puller`` exist on PyPI as other projects: the
+    folders hold only the ``ocigitops`` portion, never a package of that name."""
+    for folder in ("publisher", "verifier", "puller"):
+        entries = {p.name for p in (REPO / folder).iterdir() if p.name != "__pycache__"}
+        assert entries == {"ocigitops"}, (folder, entries)
+    assert not (REPO / "ocigitops" / "__init__.py").exists(), \
+        "ocigitops is a PEP 420 namespace package: no __init__.py"
+
+
+def test_every_package_is_declared() -> None:
+    """pyproject's explicit package list and package-dir map match the tree."""
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(cfg["packages"])
+    dirs = {k: REPO / v for k, v in cfg["package-dir"].items()}
+    found = {"ocigitops", "ocigitops.examples"}
+    for package, root in PORTIONS.items():
+        if package == "ocigitops":
+            continue
+        assert dirs[package] == root
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join([package, *rel]))
+    assert declared == found
