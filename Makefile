@@ -16,7 +16,7 @@ lint: install
 # The whole suite: install the package and the peer tools, lint, then every tier (a test's
 # tier is its folder, tests/conftest.py), then the short fuzz pass.
 test: install tools lint
-	$(PYTHON) -m pytest -q && $(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
+	$(PYTHON) -m pytest -q && $(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS) --seed $(FUZZ_SEED)
 
 unit: install
 	$(PYTHON) -m pytest -m unit -q
@@ -36,12 +36,14 @@ crds: install
 # `fuzz-long`: on demand, FUZZ_SECONDS per target (FUZZ_TARGETS to pick some), growing a
 # scratch corpus in fuzz/out/<target>/corpus across runs.
 FUZZ_SHORT_SECONDS ?= 11
+# The short pass replays the same mutations each run (see fuzz/runner.py run()).
+FUZZ_SEED ?= 1
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1
 FUZZ_TARGETS ?=
 
 fuzz: install
-	$(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS)
+	$(PYTHON) -m fuzz run --seconds $(FUZZ_SHORT_SECONDS) --seed $(FUZZ_SEED)
 
 fuzz-long: install
 	$(PYTHON) -m fuzz run --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) --keep-corpus $(FUZZ_TARGETS)

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="grow fuzz/out/<target>/corpus across runs (else a temp dir)")
     p_run.add_argument("--no-vectors", action="store_true",
                        help="do not seed from ../shared/testvectors")
+    p_run.add_argument("--seed", type=int, default=None,
+                       help="libFuzzer's random seed (fixed in make test; default random)")
     p_run.add_argument("targets", nargs="*", metavar="TARGET")
     p_replay = sub.add_parser("replay", help="run inputs through a target without atheris")
     p_replay.add_argument("target", choices=list(TARGETS))
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return runner.run(args.targets, args.seconds, jobs=args.jobs,
                           keep_corpus=args.keep_corpus,
-                          vectors=None if args.no_vectors else runner.DEFAULT_VECTORS)
+                          vectors=None if args.no_vectors else runner.DEFAULT_VECTORS,
+                          seed=args.seed)
     if args.command == "replay":
         return runner.replay(args.target, args.paths)
     if args.command == "minimize":

@@ -144,8 +144,14 @@ def run_target(target: str, seconds: int, *, keep_corpus: bool = False,
 
 
 def run(targets: Sequence[str], seconds: int, *, jobs: int = 1, keep_corpus: bool = False,
-        vectors: Path | None = DEFAULT_VECTORS) -> int:
-    """Fuzz every target; print one line each and the details of each failure."""
+        vectors: Path | None = DEFAULT_VECTORS, seed: int | None = None) -> int:
+    """Fuzz every target; print one line each and the details of each failure.
+
+    ``seed`` fixes libFuzzer's random seed: the short pass in ``make test`` uses one, so a
+    CI run replays the same mutations every time (a regression fails it, a new finding of
+    a random walk does not fail an unrelated change); ``make fuzz-long`` explores at random.
+    """
+    extra = [f"-seed={seed}"] if seed is not None else []
     names = list(targets) or list(TARGETS)
     for name in names:
         if name not in TARGETS:
@@ -159,7 +165,8 @@ def run(targets: Sequence[str], seconds: int, *, jobs: int = 1, keep_corpus: boo
     start = time.monotonic()
 
     def one(name: str) -> Result:
-        result = run_target(name, seconds, keep_corpus=keep_corpus, vectors=vectors)
+        result = run_target(name, seconds, keep_corpus=keep_corpus, vectors=vectors,
+                            extra=extra)
         status = "ok" if result.ok else "FAILED"
         print(f"fuzz: {name:<14} {status:<6} {result.seconds:5.1f} s  {result.stats}",
               flush=True)

@@ -59,9 +59,8 @@ from ocigitops.verifier.simplesigning import (
 
 
 def _verify_set(rb: RekorBundle, root: TrustedRoot) -> None:
-    # Private sigstore API (pinned sigstore<5): the keyring knows key IDs and validity.
-    from sigstore._internal.trust import KeyringPurpose
-    from sigstore._utils import KeyID
+    # The keyring knows key IDs and validity (private sigstore API: sigstore_private).
+    from ocigitops.verifier.sigstore_private import KeyID, KeyringPurpose
 
     try:
         root.rekor_keyring(KeyringPurpose.VERIFY).verify(
@@ -102,14 +101,13 @@ def verify_certificate_signature(
     trusted_root: TrustedRoot | None = None,
 ) -> tuple[x509.Certificate, datetime]:
     """Verify a Fulcio-certified signature over ``payload``; return the leaf and signing time."""
-    from sigstore._internal.sct import verify_sct
-    from sigstore._internal.trust import KeyringPurpose
+    from ocigitops.verifier.sigstore_private import KeyringPurpose, verify_sct
 
     root = trusted_root if trusted_root is not None else load_trusted_root()
     try:
         cert = x509.load_pem_x509_certificate(certificate_pem)
         intermediates = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise MalformedSignatureError(f"certificate annotation is not PEM: {exc}") from exc
     try:
         identity.verify(cert)

@@ -223,7 +223,7 @@ def _load_chain(ders: list[bytes]) -> tuple[x509.Certificate, ...]:
         raise MalformedSignatureError(f"certificate chain is longer than {MAX_CHAIN_LENGTH}")
     try:
         return tuple(x509.load_der_x509_certificate(d) for d in ders)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, x509.InvalidVersion) as exc:
         raise MalformedSignatureError(
             f"certificate chain holds an invalid certificate: {_one_line(exc)}") from exc
 

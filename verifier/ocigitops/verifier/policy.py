@@ -420,7 +420,7 @@ def _store_from_pems(stores: Mapping[str, Any]) -> TrustStore:
             try:
                 certs.extend(x509.load_pem_x509_certificates(
                     p.encode() if isinstance(p, str) else p))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, x509.InvalidVersion) as exc:
                 raise PolicyError(f"trust store {key!r} holds an invalid certificate") from exc
         out[(t, n)] = certs
     return TrustStore(out)
@@ -466,10 +466,10 @@ def from_flux_verify(verify: Mapping[str, Any], secret_data: Mapping[str, bytes]
             if k.endswith((".crt", ".pem")):
                 try:
                     certs.extend(x509.load_pem_x509_certificates(v))
-                except ValueError:
+                except (ValueError, x509.InvalidVersion):
                     try:
                         certs.append(x509.load_der_x509_certificate(v))
-                    except ValueError as exc:
+                    except (ValueError, x509.InvalidVersion) as exc:
                         raise PolicyError(
                             f"the notation verification Secret's {k} is not a PEM or DER "
                             "certificate") from exc

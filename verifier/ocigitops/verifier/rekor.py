@@ -192,7 +192,7 @@ def check_entry_body(bundle: RekorBundle, *, signature: bytes, payload: bytes,
     if certificate is not None:
         try:
             logged_cert = x509.load_pem_x509_certificate(logged_key)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise TransparencyLogError("Rekor entry does not hold a certificate") from exc
         if logged_cert != certificate:
             raise TransparencyLogError("Rekor entry records a different certificate")

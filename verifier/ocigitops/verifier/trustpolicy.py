@@ -311,7 +311,7 @@ def _load_certs(raw: bytes, source: str) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(raw)
         else:
             certs = [x509.load_der_x509_certificate(raw)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise TrustStoreError(f"{source} does not hold valid certificates: {exc}") from exc
     if not certs:
         raise TrustStoreError(f"{source} holds no certificate")
