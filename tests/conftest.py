@@ -14,6 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("unit", "integration", "e2e")
 
 
+#: Real signatures and trust material made by upstream tools (../shared/testvectors).
+TESTVECTORS = REPO_ROOT.parent / "shared" / "testvectors"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each test's tier is the folder it is in (tests/unit, tests/integration, tests/e2e):
     a test without a ``pytestmark`` still runs with its tier, and one outside the three
@@ -29,6 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if stray:
         raise pytest.UsageError("tests outside tests/{unit,integration,e2e}: "
                                 + ", ".join(stray[:5]))
+    if not (TESTVECTORS / "README.md").is_file():
+        # Once, naming what is missing, rather than an error in every test that reads them.
+        raise pytest.UsageError(
+            f"the upstream test vectors are missing: {TESTVECTORS} (the project's shared/"
+            " folder must sit beside the repository, as CI lays it out)")
 EXAMPLES = REPO_ROOT / "ocigitops" / "examples"
 
 

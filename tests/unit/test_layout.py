@@ -120,3 +120,13 @@ def test_every_package_is_declared() -> None:
             rel = init.parent.relative_to(root).parts
             found.add(".".join([package, *rel]))
     assert declared == found
+
+
+def test_private_sigstore_imports_stay_in_one_module() -> None:
+    """sigstore-python's private names are imported in ocigitops.verifier.sigstore_private
+    only (it says why, and the dependency is pinned below the next major version)."""
+    offenders = [module for module, path in _modules().items()
+                 if module != "ocigitops.verifier.sigstore_private"
+                 and any(m.startswith(("sigstore._internal", "sigstore._utils"))
+                         for m in _imports(path, module))]
+    assert offenders == []

@@ -141,3 +141,11 @@ def test_tampered_encrypted_key_fields(tmp_path: Path) -> None:
     missing = {k: v for k, v in doc.items() if k != "ciphertext"}
     with pytest.raises(MalformedKeyError, match="ciphertext"):
         keys.load_private_key(pemify(missing), "pw")
+
+
+def test_sigstore_private_names_are_there() -> None:
+    """The private sigstore-python names we depend on (pinned sigstore<5) still exist."""
+    from ocigitops.verifier import sigstore_private
+
+    for name in sigstore_private.__all__:
+        assert getattr(sigstore_private, name) is not None

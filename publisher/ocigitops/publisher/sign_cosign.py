@@ -393,10 +393,11 @@ def _keyless_sign(token: str, statement: bytes, staging: bool,
     """Blocking sigstore-python flow: returns (bundle JSON, signer identity)."""
     import requests
     from sigstore import dsse
-    from sigstore._internal.fulcio.client import FulcioClientError
     from sigstore.errors import Error as SigstoreError
     from sigstore.oidc import ExpiredIdentity, IdentityError, IdentityToken
     from sigstore.sign import SigningContext
+
+    from ocigitops.verifier.sigstore_private import FulcioClientError
 
     try:
         ident = IdentityToken(token)

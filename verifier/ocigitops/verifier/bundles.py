@@ -284,7 +284,10 @@ class _IntotoVerifier(Verifier):
     """
 
     def _establish_time(self, bundle: Bundle) -> list[Any]:
-        from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+        from ocigitops.verifier.sigstore_private import (
+            TimestampSource,
+            TimestampVerificationResult,
+        )
 
         times: list[Any] = []
         if bundle.verification_material.timestamp_verification_data:
@@ -339,7 +342,8 @@ def _check_intoto_body(bundle: Bundle) -> None:
         got_sigs = sorted(_unwrap_b64(s["sig"]) for s in logged)
         certs = {x509.load_pem_x509_certificate(base64.b64decode(s["publicKey"]))
                  for s in logged}
-    except (ValueError, KeyError, TypeError, binascii.Error, MalformedDocumentError) as exc:
+    except (ValueError, KeyError, TypeError, binascii.Error, MalformedDocumentError,
+            x509.InvalidVersion) as exc:
         raise SigstoreVerificationError(f"intoto log entry is malformed: {_one_line(exc)}") \
             from exc
     if not isinstance(ph, dict):
@@ -506,7 +510,7 @@ def verify_bundle_with_key(
         raise TransparencyLogError("bundle must hold at most one transparency log entry")
     root = trusted_root if trusted_root is not None else load_trusted_root()
     if entries:
-        from sigstore._internal.trust import KeyringPurpose  # private: pinned sigstore<5
+        from ocigitops.verifier.sigstore_private import KeyringPurpose
 
         inner = entries[0]
         try:
