@@ -763,6 +763,9 @@ def controller() -> None:
 @click.option("--watch-label-selector", default=None, help="Shard by label selector.")
 @click.option("--no-cross-namespace-refs", is_flag=True,
               help="Refuse sourceRef/dependsOn in other namespaces.")
+@click.option("--strict-substitution/--no-strict-substitution", default=True,
+              show_default=True, help="An undefined postBuild variable without a default"
+              " fails the Kustomization (Flux 2.9's StrictPostBuildSubstitutions).")
 @click.option("--storage-path", "cache_dir", default=None,
               help="Content-addressed artifact cache (default $XDG_CACHE_HOME/ocigitops or"
               " /tmp/ocigitops-cache).")
@@ -771,8 +774,8 @@ def controller() -> None:
 def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: str,
                        health_addr: str, leader_elect: bool, leader_election_namespace: str,
                        watch_namespace: str | None, watch_label_selector: str | None,
-                       no_cross_namespace_refs: bool, cache_dir: str | None,
-                       log_level: str) -> None:
+                       no_cross_namespace_refs: bool, strict_substitution: bool,
+                       cache_dir: str | None, log_level: str) -> None:
     """Reconcile OCIRepository and Kustomization objects until SIGTERM."""
     import logging
     import os
@@ -789,7 +792,8 @@ def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: st
                      leader_namespace=leader_election_namespace,
                      watch_namespace=watch_namespace,
                      watch_label_selector=watch_label_selector,
-                     no_cross_namespace_refs=no_cross_namespace_refs, cache_dir=cache_dir)))
+                     no_cross_namespace_refs=no_cross_namespace_refs,
+                     strict_substitution=strict_substitution, cache_dir=cache_dir)))
 
 
 @main.group(name="get")

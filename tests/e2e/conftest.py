@@ -227,7 +227,7 @@ def controller(kube_api: Kube, kube_cluster: Cluster,
 def ns(request: pytest.FixtureRequest, kube_api: Kube,
        controller: ControllerProcess) -> Iterator[Kube]:
     """A fresh namespace named after the test, deleted (not waited for) afterwards."""
-    name = "beh-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
+    name = "beh-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
     kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     kube = kube_api.in_ns(name)
     yield kube

@@ -610,7 +610,8 @@ def test_parse_full_kustomization() -> None:
     assert to_dict(k.spec) == {**spec, "postBuild": {
         "substitute": {"cluster": "prod"},
         "substituteFrom": [{"kind": "ConfigMap", "name": "vars", "optional": False},
-                           {"kind": "Secret", "name": "sec", "optional": True}]}}
+                           {"kind": "Secret", "name": "sec", "optional": True}],
+        "substituteStrategy": "WithVariables"}}
 
 
 def test_kustomization_defaults() -> None:

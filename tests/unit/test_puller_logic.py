@@ -78,3 +78,28 @@ def test_validate_objects_names_every_problem() -> None:
 ])
 def test_health_rules(obj: dict[str, object] | None, state: str) -> None:
     assert health(obj)[0] == state
+
+
+def test_strict_substitution_names_the_variable() -> None:
+    objs = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+             "data": {"a": "${defined}", "b": "${missing}"}}]
+    with pytest.raises(SubstitutionError, match="ConfigMap c: variable 'missing' is not"):
+        substitute_objects(objs, {"defined": "1"}, strict=True)
+    # Defaults and escapes are fine in strict mode; without it the variable is emptied.
+    assert substitute_text("${missing:=x} $${missing}", {}, strict=True) == "x ${missing}"
+    assert substitute_objects(objs, {"defined": "1"})[0]["data"] == {"a": 1, "b": None}
+
+
+def test_fetch_failure_reason_comes_from_the_error_type() -> None:
+    """Before: any message containing "credentials" was AuthenticationFailed."""
+    from ocigitops.errors import AuthenticationError, OcigitopsError
+    from ocigitops.puller.sources.oci import _failed
+
+    def reason(e: Exception) -> str:
+        conditions: list[dict[str, object]] = []
+        out = _failed({}, conditions, 1, 60.0, e)
+        assert out.failed
+        return str(next(c for c in conditions if c["type"] == "Ready")["reason"])
+
+    assert reason(AuthenticationError("registry r refused us")) == "AuthenticationFailed"
+    assert reason(OcigitopsError("tag 'credentials' not found")) == "OCIArtifactPullFailed"

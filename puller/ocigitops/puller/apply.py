@@ -42,6 +42,15 @@ _VOLATILE_METADATA = ("resourceVersion", "generation", "managedFields", "creatio
                       "uid", "selfLink")
 
 
+class PruneError(OcigitopsError):
+    """Some objects that left the inventory could not be deleted; ``refs`` are those
+    objects, which stay in the inventory so a later prune tries them again."""
+
+    def __init__(self, message: str, refs: list[ObjRef]) -> None:
+        super().__init__(message)
+        self.refs = refs
+
+
 class ApplyError(OcigitopsError):
     """The set could not be applied; ``failures`` lists one message per object."""
 
@@ -287,32 +296,47 @@ async def prune(dyn: DynamicClient, old: Iterable[ObjRef], new: Iterable[ObjRef]
     """Delete objects that left the inventory (namespaced first, Namespaces and CRDs last).
 
     Objects annotated ``prune: disabled`` stay. With ``owner`` (namespace, name), objects
-    whose owner labels name another Kustomization (adopted elsewhere) stay too.
+    whose owner labels name another Kustomization (adopted elsewhere) stay too. Every
+    deletion is tried; when some fail, PruneError names them (and carries them, so the
+    caller keeps them in the inventory rather than orphaning them).
     """
     result = result or ApplyResult()
     keep = {r.id for r in new}
     gone = [r for r in old if r.id not in keep]
     gone.sort(key=lambda r: ((r.group, r.kind) in _STAGE1, r.id))
+    failed: list[tuple[ObjRef, str]] = []
     for ref in gone:
         try:
-            live = await dyn.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
-                                 impersonate=impersonate)
+            await _prune_one(dyn, ref, owner, impersonate, result)
         except UnknownKindError:
             continue  # its CRD is gone, so is it
-        if live is None:
-            continue
-        if _annotation(live, PRUNE_ANNOTATION) == "disabled":
-            result.record("skipped", ref)
-            continue
-        labels = (live.get("metadata") or {}).get("labels") or {}
-        if owner and labels.get(OWNER_NAME_LABEL) and (
-                labels.get(OWNER_NAMESPACE_LABEL), labels.get(OWNER_NAME_LABEL)) != owner:
-            result.record("skipped", ref)
-            continue
-        await dyn.delete(ref.api_version, ref.kind, ref.name, ref.namespace or None,
-                         impersonate=impersonate)
-        result.record("deleted", ref)
+        except OcigitopsError as e:
+            failed.append((ref, str(e)))
+    if failed:
+        shown = "; ".join(f"{ref}: {why}" for ref, why in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        raise PruneError(f"prune failed for {len(failed)} object(s): {shown}{more}",
+                         [ref for ref, _ in failed])
     return result
+
+
+async def _prune_one(dyn: DynamicClient, ref: ObjRef, owner: tuple[str, str] | None,
+                     impersonate: str | None, result: ApplyResult) -> None:
+    live = await dyn.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
+                         impersonate=impersonate)
+    if live is None:
+        return
+    if _annotation(live, PRUNE_ANNOTATION) == "disabled":
+        result.record("skipped", ref)
+        return
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    if owner and labels.get(OWNER_NAME_LABEL) and (
+            labels.get(OWNER_NAMESPACE_LABEL), labels.get(OWNER_NAME_LABEL)) != owner:
+        result.record("skipped", ref)
+        return
+    await dyn.delete(ref.api_version, ref.kind, ref.name, ref.namespace or None,
+                     impersonate=impersonate)
+    result.record("deleted", ref)
 
 
 def health(obj: Mapping[str, Any] | None) -> tuple[str, str]:

@@ -46,12 +46,13 @@ from ocigitops.puller.apply import (
     ApplyError,
     ApplyResult,
     ObjRef,
+    PruneError,
     apply_set,
     prune,
     wait_ready,
 )
 from ocigitops.puller.cache import ArtifactCache
-from ocigitops.puller.kube import DynamicClient
+from ocigitops.puller.kube import DynamicClient, UnknownKindError
 from ocigitops.puller.reconcile import Outcome, begin
 from ocigitops.puller.substitute import substitute_objects
 from ocigitops.render import build_kustomization
@@ -70,6 +71,9 @@ class KustomizeContext:
     #: Forbid sourceRef/dependsOn in other namespaces (``--no-cross-namespace-refs``).
     no_cross_namespace_refs: bool = False
     build_timeout: float = 120.0
+    #: An undefined postBuild variable without a default fails the build (Flux 2.9's
+    #: default, StrictPostBuildSubstitutions); ``--no-strict-substitution`` turns it off.
+    strict_substitution: bool = True
     #: Returns a dynamic client impersonating nobody (used to read Kustomizations).
     clock: Callable[[], float] = time.time
 
@@ -208,7 +212,13 @@ async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
     # Extraction, the kustomize process and YAML parsing run on a thread: on the event
     # loop they would stall every other reconcile for the length of each build.
     objs = await asyncio.to_thread(_build_sync, ctx, ks, artifact_digest, ignore)
-    objs = substitute_objects(objs, await _variables(ctx, ks))
+    pb = ks.spec.post_build
+    if pb is not None:
+        # As Flux: no postBuild, no substitution (a literal ${X} a user ships stays); with
+        # postBuild, WithVariables substitutes only when some variable is defined.
+        variables = await _variables(ctx, ks)
+        if variables or pb.substitute_strategy == "Always":
+            objs = substitute_objects(objs, variables, strict=ctx.strict_substitution)
     for obj in objs:
         md = obj.setdefault("metadata", {})
         labels = md.setdefault("labels", {})
@@ -230,14 +240,51 @@ async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
     except (ValidationError, ValueError):
         return Outcome(status, None, remove_finalizer=True)
     policy = ks.spec.deletion_policy or "MirrorPrune"
-    delete = policy == "Delete" or (policy in ("MirrorPrune", "WaitForTermination")
-                                    and ks.spec.prune)
+    # As Flux: MirrorPrune follows spec.prune; Delete and WaitForTermination delete
+    # whatever prune says; Orphan never deletes.
+    delete = policy in ("Delete", "WaitForTermination") or (
+        policy == "MirrorPrune" and ks.spec.prune)
     if delete and not ks.spec.suspend:
         old = [ObjRef.from_inventory(e) for e in
                ((status.get("inventory") or {}).get("entries") or [])]
-        await prune(ctx.kube, old, [], owner=(ks.metadata.namespace, ks.metadata.name),
-                    impersonate=_impersonation(ks))
+        generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        try:
+            await prune(ctx.kube, old, [], owner=(ks.metadata.namespace, ks.metadata.name),
+                        impersonate=_impersonation(ks))
+        except PruneError as e:
+            # Keep the finalizer and what is left: releasing it would orphan those objects.
+            status["inventory"] = {"entries": [r.inventory_entry() for r in e.refs]}
+            conditions = [dict(c) for c in status.get("conditions") or []]
+            cond.mark_failed(conditions, "PruneFailed", str(e), generation)
+            status["conditions"] = conditions
+            return Outcome(status, ks.spec.retry_interval_seconds,
+                           [("Warning", "PruneFailed", str(e))], failed=True)
+        if policy == "WaitForTermination":
+            left = [r for r in old if await _still_there(ctx, r, _impersonation(ks))]
+            if left:
+                # The finalizer stays until every object is gone (finalizers of their own
+                # may hold them); checked again shortly.
+                msg = (f"waiting for {len(left)} object(s) to terminate: "
+                       + ", ".join(str(r) for r in left[:3]))
+                conditions = [dict(c) for c in status.get("conditions") or []]
+                cond.mark_reconciling(conditions, "WaitingForTermination", msg, generation)
+                status["conditions"] = conditions
+                status["inventory"] = {"entries": [r.inventory_entry() for r in left]}
+                return Outcome(status, TERMINATION_POLL)
     return Outcome(status, None, remove_finalizer=True)
+
+
+#: How often a Kustomization deleted with ``WaitForTermination`` checks its objects.
+TERMINATION_POLL = 2.0
+
+
+async def _still_there(ctx: KustomizeContext, ref: ObjRef, impersonate: str | None) -> bool:
+    try:
+        live = await ctx.kube.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
+                                  impersonate=impersonate)
+    except UnknownKindError:
+        return False
+    return live is not None
 
 
 async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
@@ -295,9 +342,16 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
         # prune or health still knows what this revision owns.
         status["inventory"] = {"entries": [r.inventory_entry() for r in result.inventory]}
         if ks.spec.prune:
-            await prune(ctx.kube, old, result.inventory,
-                        owner=(ks.metadata.namespace, ks.metadata.name),
-                        impersonate=impersonate, result=result)
+            step = "prune"
+            try:
+                await prune(ctx.kube, old, result.inventory,
+                            owner=(ks.metadata.namespace, ks.metadata.name),
+                            impersonate=impersonate, result=result)
+            except PruneError as e:
+                # What could not be deleted is still ours: kept in the inventory, it is
+                # pruned again next time instead of being orphaned.
+                status["inventory"]["entries"] += [r.inventory_entry() for r in e.refs]
+                raise
         checks = list(result.inventory) if ks.spec.wait else [
             ObjRef(g, c.kind, c.namespace or ks.metadata.namespace, c.name, v)
             for c in ks.spec.health_checks
@@ -307,10 +361,12 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
             step = "health"
             await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate)
     except (ApplyError, OcigitopsError) as e:
-        reason = "HealthCheckFailed" if step == "health" else "ReconciliationFailed"
+        reason = {"health": "HealthCheckFailed", "prune": "PruneFailed"}.get(
+            step, "ReconciliationFailed")
         msg = f"{e}"
         cond.mark_failed(conditions, reason, msg, generation)
         status["observedGeneration"] = generation
+        _record_history(status, _checksum(objs), revision, ctx.clock() - started, reason)
         return Outcome(status, retry, [("Warning", reason, f"revision {revision}: {msg}")],
                        failed=True, add_finalizer=add_finalizer)
     first = status.get("lastAppliedRevision") != revision
@@ -356,19 +412,21 @@ async def _source(ctx: KustomizeContext, ks: Kustomization,
 
 
 def _record_history(status: dict[str, Any], digest: str, revision: str,
-                    duration: float) -> None:
+                    duration: float, reason: str = "ReconciliationSucceeded") -> None:
+    """Upsert the entry of this set of objects (by checksum), newest first; failed
+    attempts are recorded too, with the reason they failed, as Flux does."""
     now = cond.now_iso()
     history: list[dict[str, Any]] = [dict(h) for h in status.get("history") or []]
     if history and history[0].get("digest") == digest:
         h = history[0]
         h["lastReconciled"] = now
         h["totalReconciliations"] = int(h.get("totalReconciliations", 0)) + 1
-        h["lastReconciledStatus"] = "ReconciliationSucceeded"
+        h["lastReconciledStatus"] = reason
         h["lastReconciledDuration"] = f"{duration:.3f}s"
     else:
         history.insert(0, {"digest": digest, "firstReconciled": now, "lastReconciled": now,
                            "totalReconciliations": 1,
-                           "lastReconciledStatus": "ReconciliationSucceeded",
+                           "lastReconciledStatus": reason,
                            "lastReconciledDuration": f"{duration:.3f}s",
                            "metadata": {"revision": revision}})
     status["history"] = history[:HISTORY_LIMIT]

@@ -64,6 +64,7 @@ class Options:
     watch_namespace: str | None = None
     watch_label_selector: str | None = None
     no_cross_namespace_refs: bool = False
+    strict_substitution: bool = True
     cache_dir: str = "/tmp/ocigitops-cache"
     requeue_dependency: float = 30.0
     shutdown_timeout: float = 30.0
@@ -184,7 +185,8 @@ class Controller:
         self.source_ctx = oci_rec.SourceContext(kube=dyn, cache=self.cache,
                                                 per_host=max(1, opts.concurrent // 2))
         self.ks_ctx = ks_rec.KustomizeContext(kube=dyn, cache=self.cache,
-                                              no_cross_namespace_refs=opts.no_cross_namespace_refs)
+                                              no_cross_namespace_refs=opts.no_cross_namespace_refs,
+                                              strict_substitution=opts.strict_substitution)
         self.leading = not opts.leader_elect
         # Read at scrape time: exported from the start (a follower, or a leader that has
         # not finished a reconcile yet, has a series too) and never stale between

@@ -2,8 +2,11 @@
 
 ``${var}``, ``${var:=default}`` and ``${var:-default}`` in every object's YAML are replaced
 by variables from ``postBuild.substitute`` (which win) and ``substituteFrom`` ConfigMaps
-and Secrets. Undefined variables without a default become empty strings (Flux's
-non-strict default). ``$${var}`` escapes a literal ``${var}``. Objects annotated
+and Secrets. In strict mode (the default, as kustomize-controller 1.9's
+StrictPostBuildSubstitutions) an undefined variable without a default is an error naming
+it; otherwise it becomes an empty string. ``$${var}`` escapes a literal ``${var}``.
+Whether to substitute at all is the caller's choice (Flux: only with ``postBuild``, and by
+default only when a variable is defined). Objects annotated
 ``kustomize.ocigitops.dev/substitute: disabled`` are left alone. Variable names follow
 Flux's rule: letters, digits and underscores, not starting with a digit.
 
@@ -37,8 +40,9 @@ def check_vars(variables: Mapping[str, str]) -> None:
                                 " underscores, not starting with a digit")
 
 
-def substitute_text(text: str, variables: Mapping[str, str]) -> str:
-    """Replace every ``${...}`` in ``text``."""
+def substitute_text(text: str, variables: Mapping[str, str], *, strict: bool = False) -> str:
+    """Replace every ``${...}`` in ``text``; with ``strict``, an undefined variable without
+    a default raises SubstitutionError."""
     def repl(m: re.Match[str]) -> str:
         escaped, name, colon, op, default = m.groups()
         if escaped:
@@ -47,6 +51,10 @@ def substitute_text(text: str, variables: Mapping[str, str]) -> str:
             return m.group(0)
         value = variables.get(name)
         if op is None:
+            if value is None and strict:
+                raise SubstitutionError(f"variable {name!r} is not defined and has no default"
+                                        " (define it in postBuild, or write ${"
+                                        f"{name}:=default}}; $${{{name}}} keeps it literal)")
             return value or ""
         # "${v:=d}"/"${v:-d}": d when unset or empty; "${v=d}"/"${v-d}": d when unset.
         if value is None or (colon and value == ""):
@@ -56,8 +64,8 @@ def substitute_text(text: str, variables: Mapping[str, str]) -> str:
     return _PATTERN.sub(repl, text)
 
 
-def substitute_objects(objs: list[dict[str, Any]], variables: Mapping[str, str],
-                       ) -> list[dict[str, Any]]:
+def substitute_objects(objs: list[dict[str, Any]], variables: Mapping[str, str], *,
+                       strict: bool = False) -> list[dict[str, Any]]:
     """Substitute into every object not opted out; objects are re-parsed from YAML."""
     check_vars(variables)
     out: list[dict[str, Any]] = []
@@ -70,10 +78,12 @@ def substitute_objects(objs: list[dict[str, Any]], variables: Mapping[str, str],
         if "${" not in text:
             out.append(obj)
             continue
+        md = obj.get("metadata") or {}
         try:
-            new = yaml.safe_load(substitute_text(text, variables))
+            new = yaml.safe_load(substitute_text(text, variables, strict=strict))
+        except SubstitutionError as e:
+            raise SubstitutionError(f"{obj.get('kind')} {md.get('name')}: {e}") from e
         except yaml.YAMLError as e:
-            md = obj.get("metadata") or {}
             raise SubstitutionError(f"{obj.get('kind')} {md.get('name')}: substituted YAML is"
                                     f" invalid: {e}") from e
         out.append(new)

@@ -30,6 +30,7 @@ HISTORY_LIMIT = 5
 
 SourceKind = Literal["OCIRepository", "GitRepository"]
 SubstituteKind = Literal["ConfigMap", "Secret"]
+SubstituteStrategy = Literal["WithVariables", "Always"]
 DeletionPolicy = Literal["MirrorPrune", "Delete", "WaitForTermination", "Orphan"]
 
 
@@ -127,6 +128,10 @@ class PostBuild:
     substitute: Mapping[str, str] = prop("Variables and their values.", default_factory=dict)
     substitute_from: tuple[SubstituteReference, ...] = prop(
         "ConfigMaps and Secrets holding variables; substitute wins over them.", default=())
+    substitute_strategy: SubstituteStrategy = prop(
+        "WithVariables (the default, as Flux): substitute only when at least one variable"
+        " is defined; Always: substitute even with none (undefined variables then fail in"
+        " strict mode).", default="WithVariables", schema_default="WithVariables")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,8 @@ import httpx
 from ocigitops.artifact import parse_manifest
 from ocigitops.auth import CredentialResolver, DockerConfig
 from ocigitops.errors import (
+    AuthenticationError,
+    CredentialsError,
     DigestMismatchError,
     NotFoundError,
     OcigitopsError,
@@ -199,8 +201,10 @@ def _host_of(url: str) -> str:
 
 def _failed(status: dict[str, Any], conditions: list[dict[str, Any]], generation: int,
             interval: float, e: Exception) -> Outcome:
-    reason = "AuthenticationFailed" if "credentials" in str(e).lower() else \
-        "OCIArtifactPullFailed"
+    # From the error's type, never from words in its message (a repository or tag named
+    # "credentials" is not an authentication failure).
+    reason = "AuthenticationFailed" if isinstance(e, AuthenticationError | CredentialsError) \
+        else "OCIArtifactPullFailed"
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, message, generation)
     cond.mark_failed(conditions, reason, message, generation)
