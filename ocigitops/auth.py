@@ -138,6 +138,38 @@ class DockerConfig:
     source: str = "docker config"
 
     @classmethod
+    def from_secret_data(cls, data: Mapping[str, bytes], source: str) -> DockerConfig:
+        """The config held by a Kubernetes Secret's (decoded) data: ``.dockerconfigjson``,
+        or the older ``.dockercfg``. The controller and ``--docker-config`` both use it."""
+        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
+        if raw is None:
+            raise CredentialsError(f"{source} has no .dockerconfigjson")
+        return cls.from_bytes(raw, source=source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> DockerConfig:
+        """A ``config.json``, a dockerconfigjson document, or a Kubernetes Secret manifest
+        (YAML or JSON) holding one, as ``--docker-config`` takes them."""
+        import binascii
+
+        import yaml
+
+        data = path.read_bytes()
+        if data.lstrip()[:1] == b"{":
+            return cls.from_bytes(data, source=str(path))
+        try:
+            doc = yaml.safe_load(data)
+            encoded = (doc.get("data") or {}) if isinstance(doc, dict) else {}
+            decoded = {k: base64.b64decode(v, validate=True) for k, v in encoded.items()
+                       if k in (".dockerconfigjson", ".dockercfg")}
+        except (yaml.YAMLError, AttributeError, binascii.Error, ValueError, TypeError) as e:
+            raise CredentialsError(f"{path}: not a docker config or a Secret holding"
+                                   f" .dockerconfigjson ({type(e).__name__})") from e
+        if not decoded:
+            raise CredentialsError(f"{path}: neither JSON nor a Secret with .dockerconfigjson")
+        return cls.from_secret_data(decoded, source=str(path))
+
+    @classmethod
     def from_bytes(cls, data: bytes | str, source: str = "docker config") -> DockerConfig:
         """Parse a config document; a Kubernetes dockerconfigjson has the same shape."""
         try:

@@ -97,42 +97,15 @@ def with_sign_options(f: F) -> F:
     return f
 
 
-def _load_docker_config(path: Path) -> Any:
-    import base64
-    import binascii
-
-    import yaml
-
-    from ocigitops.auth import DockerConfig
-    from ocigitops.errors import CredentialsError
-
-    data = path.read_bytes()
-    if data.lstrip()[:1] != b"{":
-        try:
-            doc = yaml.safe_load(data)
-            raw = doc.get("data", {}).get(".dockerconfigjson") if isinstance(doc, dict) \
-                else None
-            data = base64.b64decode(raw, validate=True) if raw else b""
-        except (yaml.YAMLError, AttributeError, binascii.Error, ValueError, TypeError) as e:
-            raise CredentialsError(f"{path}: not a docker config or a Secret holding"
-                                   f" .dockerconfigjson ({type(e).__name__})") from e
-        if not data:
-            raise CredentialsError(f"{path}: neither JSON nor a Secret with .dockerconfigjson")
-    return DockerConfig.from_bytes(data, source=str(path))
-
-
 def make_client(creds: str | None, insecure_registry: bool, docker_config: Path | None,
                 ca_file: str | None, cert_file: str | None, key_file: str | None,
                 timeout: float) -> RegistryClient:
     """Build a registry client from the common flags."""
-    from ocigitops.auth import CredentialResolver, parse_creds
-    from ocigitops.registry import RegistryClient
+    from ocigitops.registry import client_from_flags
 
-    configs = [_load_docker_config(docker_config)] if docker_config else []
-    resolver = CredentialResolver(creds=parse_creds(creds) if creds else None, configs=configs)
-    return RegistryClient(resolver, insecure=insecure_registry, ca_file=ca_file,
-                          cert_file=cert_file, key_file=key_file, timeout=min(timeout, 60.0),
-                          deadline=timeout)
+    return client_from_flags(creds=creds, insecure=insecure_registry,
+                             docker_config=docker_config, ca_file=ca_file,
+                             cert_file=cert_file, key_file=key_file, timeout=timeout)
 
 
 def _client_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
@@ -554,54 +527,16 @@ async def _resolve(client: RegistryClient, ref: Reference) -> tuple[str, str, in
     return m.digest, m.media_type, len(m.data)
 
 
-SignFn = Callable[["RegistryClient", "Reference", str, str, int], Coroutine[Any, Any, Any]]
-
-
 def _signer(*, key: Path | None, keyless: bool, notation: bool, cert: Path | None, fmt: str,
-            envelope: str, annotations: dict[str, str], identity_token: str | None) -> SignFn:
-    """Load key material now (prompting if needed) and return the signing coroutine."""
-    from ocigitops.verifier.keys import load_private_key
+            envelope: str, annotations: dict[str, str], identity_token: str | None) -> Any:
+    """The signing coroutine for the signing flags (ocigitops.publisher.signing)."""
+    from ocigitops.publisher.signing import SignOptions, load_signer
 
-    if notation:
-        from cryptography import x509
-
-        from ocigitops.publisher.sign_notation import sign_notation
-
-        if key is None or cert is None:
-            raise UsageError("--notation needs --key KEY.pem and --cert CHAIN.pem")
-        chain = x509.load_pem_x509_certificates(cert.read_bytes())
-        nkey = load_private_key(key.read_bytes(), None)
-
-        async def notation_sign(client: RegistryClient, repo: Reference, digest: str,
-                                media_type: str, size: int) -> Any:
-            return await sign_notation(client, repo, digest, media_type, size, nkey, chain,
-                                       envelope=envelope,  # type: ignore[arg-type]
-                                       user_metadata=annotations or None)
-
-        return notation_sign
-    if keyless:
-        from ocigitops.publisher.sign_cosign import sign_cosign_keyless
-
-        async def keyless_sign(client: RegistryClient, repo: Reference, digest: str,
-                               media_type: str, size: int) -> Any:
-            return await sign_cosign_keyless(client, repo, digest,
-                                             identity_token=identity_token)
-
-        return keyless_sign
-    if key is None:
-        raise UsageError("pass --key FILE, --keyless, or --notation --key --cert")
-    from ocigitops.publisher.sign_cosign import sign_cosign_key
-
-    pem = key.read_bytes()
-    ckey = load_private_key(pem, _password(confirm=False) if b"ENCRYPTED" in pem else None)
-
-    async def key_sign(client: RegistryClient, repo: Reference, digest: str, media_type: str,
-                       size: int) -> Any:
-        return await sign_cosign_key(client, repo, digest, ckey,
-                                     fmt=fmt,  # type: ignore[arg-type]
-                                     annotations=annotations or None)
-
-    return key_sign
+    return load_signer(SignOptions(key=key, keyless=keyless, notation=notation, cert=cert,
+                                   fmt=fmt,  # type: ignore[arg-type]
+                                   envelope=envelope,  # type: ignore[arg-type]
+                                   annotations=annotations, identity_token=identity_token),
+                       password=lambda: _password(confirm=False))
 
 
 @sign.command("artifact")

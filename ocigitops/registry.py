@@ -1059,3 +1059,19 @@ class RegistryClient:
                 ref, subject, Descriptor(OCI_MANIFEST, digest, len(data),
                                          annotations=annotations, artifact_type=artifact_type))
         return digest
+
+
+def client_from_flags(*, creds: str | None = None, insecure: bool = False,
+                      docker_config: Path | None = None, ca_file: str | None = None,
+                      cert_file: str | None = None, key_file: str | None = None,
+                      timeout: float = 300.0) -> RegistryClient:
+    """A client as the registry flags of every command describe it (``--creds``,
+    ``--docker-config``, TLS files, ``--timeout``): ``timeout`` is the deadline of the
+    whole operation, each read gets at most 60 s of it."""
+    from ocigitops.auth import DockerConfig, parse_creds
+
+    configs = [DockerConfig.from_file(docker_config)] if docker_config else []
+    resolver = CredentialResolver(creds=parse_creds(creds) if creds else None, configs=configs)
+    return RegistryClient(resolver, insecure=insecure, ca_file=ca_file, cert_file=cert_file,
+                          key_file=key_file, timeout=min(timeout, 60.0), deadline=timeout)
+

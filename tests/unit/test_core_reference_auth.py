@@ -24,7 +24,6 @@ from ocigitops.auth import (
     parse_creds,
     run_credential_helper,
 )
-from ocigitops.cli import _load_docker_config
 from ocigitops.errors import CredentialsError, InvalidReferenceError, UsageError
 from ocigitops.reference import Reference, parse_reference, validate_digest, validate_tag
 
@@ -418,7 +417,7 @@ def test_kubernetes_dockerconfigjson(tmp_path: Path) -> None:
     # --docker-config accepts the JSON document itself...
     as_json = tmp_path / "dockerconfig.json"
     as_json.write_bytes(raw)
-    assert _load_docker_config(as_json).lookup("registry.example.com") == Credentials(
+    assert DockerConfig.from_file(as_json).lookup("registry.example.com") == Credentials(
         username="robot", password="robot-pw")
     # ...or a Secret manifest of type kubernetes.io/dockerconfigjson.
     secret = tmp_path / "secret.yaml"
@@ -432,7 +431,7 @@ def test_kubernetes_dockerconfigjson(tmp_path: Path) -> None:
         data:
           .dockerconfigjson: {base64.b64encode(raw).decode()}
         """))
-    cfg2 = _load_docker_config(secret)
+    cfg2 = DockerConfig.from_file(secret)
     assert cfg2.lookup("registry.example.com") == Credentials(username="robot",
                                                               password="robot-pw")
     assert cfg2.source == str(secret)
@@ -440,7 +439,7 @@ def test_kubernetes_dockerconfigjson(tmp_path: Path) -> None:
     not_a_secret = tmp_path / "cm.yaml"
     not_a_secret.write_text("apiVersion: v1\nkind: ConfigMap\ndata: {a: b}\n")
     with pytest.raises(CredentialsError, match="neither JSON nor a Secret"):
-        _load_docker_config(not_a_secret)
+        DockerConfig.from_file(not_a_secret)
 
 
 # ------------------------------------------------------------------ challenges

@@ -91,10 +91,7 @@ async def _credentials(ctx: SourceContext, repo: OCIRepository) -> CredentialRes
         data = await ctx.kube.secret_data(ns, name)
         if data is None:
             raise OcigitopsError(f"Secret {ns}/{name} not found")
-        raw = data.get(".dockerconfigjson") or data.get(".dockercfg")
-        if raw is None:
-            raise OcigitopsError(f"Secret {ns}/{name} has no .dockerconfigjson")
-        configs.append(DockerConfig.from_bytes(raw, source=f"Secret {ns}/{name}"))
+        configs.append(DockerConfig.from_secret_data(data, source=f"Secret {ns}/{name}"))
     # In the cluster the controller's own docker config must not leak into tenants.
     return CredentialResolver(configs=configs, use_docker_config=False)
 
