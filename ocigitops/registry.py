@@ -16,7 +16,6 @@ import asyncio
 import base64
 import email.utils
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -174,8 +173,8 @@ def _parse_scope(scope: str) -> tuple[str, frozenset[str]]:
 
 
 def sha256_digest(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    """``sha256:<hex>`` of ``data`` (:func:`ocigitops.digests.digest_of`)."""
+    return digest_of(data)
 
 
 def fallback_tag(digest: str) -> str:
