@@ -6,7 +6,7 @@ Run on demand (not part of the test suite)::
     python benchmarks/bench_artifacts.py [--files 1000] [--size-mb 20] [--repeat 3]
 
 It generates a deterministic tree of Kubernetes YAML, starts one Debian
-``docker-registry`` (plain HTTP) via ``tests.registries.debian`` and times each command
+``docker-registry`` (plain HTTP) via ``tests.helpers.registries.debian`` and times each command
 as a separate process, alternating ours/flux. Wall time, peak RSS (``ru_maxrss`` of the
 command itself, via GNU ``/usr/bin/time``; see :func:`run_measured`) and CPU time are
 reported as medians, with ``ours/flux`` ratios, a PASS/MISS line per target and a final
@@ -36,8 +36,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from measure import Sample, med, rss_via, run_measured  # noqa: E402
 
-from tests.registries import debian  # noqa: E402
-from tests.tools import tool  # noqa: E402
+from tests.helpers.registries import debian  # noqa: E402
+from tests.helpers.tools import tool  # noqa: E402
 
 STARTUP_RUNS = 10
 STARTUP_TARGET_S = 0.3

@@ -6,7 +6,7 @@ Run on demand (not part of the test suite)::
     python benchmarks/bench_verify.py [--repeat 5] [--artifacts 500] [--concurrency 32]
 
 It starts olareg (a third-party registry with the referrers API) via
-``tests.registries.olareg``, pushes one artifact and signs it three ways: ``cosign sign
+``tests.helpers.registries.olareg``, pushes one artifact and signs it three ways: ``cosign sign
 --key`` (v2, legacy ``.sig`` image), ``ocigitops sign artifact --key`` (our key bundle, a
 referrer) and ``notation sign`` (JWS, ``notation cert generate-test`` certificate). Each
 verifier then runs as a separate process, alternating ours/peer, under GNU
@@ -257,8 +257,8 @@ def main() -> int:
 def bench(args: argparse.Namespace, tmp: Path, doc: dict[str, Any]) -> None:
     """Everything between start-up and the final JSON line; fills ``doc``."""
     from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT
-    from tests.registries import olareg
-    from tests.tools import tool
+    from tests.helpers.registries import olareg
+    from tests.helpers.tools import tool
 
     ours = ours_exe()
     cosign2, cosign3 = tool("cosign"), tool("cosign3", "cosign")

@@ -1,4 +1,6 @@
-"""Session fixtures: real registries on 127.0.0.1, started once and shared."""
+"""Hooks and session fixtures for every tier: a test's tier mark comes from its folder, the
+upstream test vectors are checked once, and real registries on 127.0.0.1 are started once
+and shared. Helpers live in ``tests.helpers``; this module holds fixtures and hooks only."""
 
 from __future__ import annotations
 
@@ -7,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import registries
-from tests.registries import Registry
+from tests.helpers import registries
+from tests.helpers.paths import TESTVECTORS
+from tests.helpers.registries import Registry
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("unit", "integration", "e2e")
 
 
-#: Real signatures and trust material made by upstream tools (../shared/testvectors).
-TESTVECTORS = REPO_ROOT.parent / "shared" / "testvectors"
-
-
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by mark
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Each test's tier is the folder it is in (tests/unit, tests/integration, tests/e2e):
     a test without a ``pytestmark`` still runs with its tier, and one outside the three
@@ -38,7 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"the upstream test vectors are missing: {TESTVECTORS} (the project's shared/"
             " folder must sit beside the repository, as CI lays it out)")
-EXAMPLES = REPO_ROOT / "ocigitops" / "examples"
 
 
 @pytest.fixture(scope="session")

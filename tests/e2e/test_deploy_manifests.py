@@ -5,7 +5,6 @@ cannot run on kwok nodes; the objects must be valid and the CRDs Established."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,10 +13,9 @@ from ocigitops.puller.apply import apply_set
 from ocigitops.puller.devcluster import Cluster
 from ocigitops.puller.kube import DynamicClient
 from ocigitops.render import build_kustomization
+from tests.helpers.paths import DEPLOY
 
 pytestmark = pytest.mark.e2e
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def test_deploy_directory_applies(kube_cluster: Cluster) -> None:

@@ -3,9 +3,8 @@ ServiceAccount tokens, impersonation and RBAC."""
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,18 +19,9 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, Pod, Service
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from ocigitops.puller.devcluster import FAKE_NODES, Cluster
+from tests.helpers.kube import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(what: str, probe: Callable[[], bool], timeout: float,
-             interval: float = 0.25) -> None:
-    """Poll ``probe`` until it is true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture

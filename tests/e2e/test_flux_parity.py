@@ -23,22 +23,21 @@ import pytest
 
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.puller.devcluster import Cluster
-from tests.e2e.conftest import Kube, condition
-from tests.e2e.test_puller_behaviours import (
+from tests.helpers.kube import (
     KS,
     WAIT,
-    _cli,
-    _cm_data,
-    _configmap,
-    _kustomization,
-    _publish,
-    _ready,
-    _source,
-    _status,
-    _tree,
-    _wait_applied,
+    Kube,
+    apply_kustomization,
+    apply_source,
+    condition,
+    configmap_data,
+    kube_cli,
+    ready_condition,
+    status_of,
+    wait_applied,
 )
-from tests.registries import Registry
+from tests.helpers.publish import configmap, manifest_tree, publish
+from tests.helpers.registries import Registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -48,43 +47,45 @@ SCRIPT = "#!/bin/sh\necho \"${HOME}\" ${1:-none}\n"
 def test_no_post_build_substitutes_nothing(ns: Kube, embedded_registry: Registry,
                                            tmp_path: Path) -> None:
     host, repo = embedded_registry.host, f"parity/{ns.namespace}"
-    rev = _publish(host, repo, _tree(tmp_path, "v1", _configmap("script", {"run.sh": SCRIPT})))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app")
-    _wait_applied(ns, "app", rev)
-    assert _cm_data(ns, "script") == {"run.sh": SCRIPT}
+    rev = publish(host, repo, manifest_tree(tmp_path, "v1",
+                                            configmap("script", {"run.sh": SCRIPT})))
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app")
+    wait_applied(ns, "app", rev)
+    assert configmap_data(ns, "script") == {"run.sh": SCRIPT}
 
 
 def test_post_build_without_variables_substitutes_nothing(ns: Kube, embedded_registry: Registry,
                                                           tmp_path: Path) -> None:
     host, repo = embedded_registry.host, f"parity/{ns.namespace}"
-    rev = _publish(host, repo, _tree(tmp_path, "v1", _configmap("script", {"run.sh": SCRIPT})))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app", postBuild={"substitute": {}})
-    _wait_applied(ns, "app", rev)
-    assert _cm_data(ns, "script") == {"run.sh": SCRIPT}
+    rev = publish(host, repo, manifest_tree(tmp_path, "v1",
+                                            configmap("script", {"run.sh": SCRIPT})))
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app", postBuild={"substitute": {}})
+    wait_applied(ns, "app", rev)
+    assert configmap_data(ns, "script") == {"run.sh": SCRIPT}
 
 
 def test_strict_substitution_names_the_undefined_variable(ns: Kube, kube_cluster: Cluster,
                                                           embedded_registry: Registry,
                                                           tmp_path: Path) -> None:
     host, repo = embedded_registry.host, f"parity/{ns.namespace}"
-    _publish(host, repo, _tree(tmp_path, "v1", _configmap(
+    publish(host, repo, manifest_tree(tmp_path, "v1", configmap(
         "settings", {"color": "${color}", "peer": "${peer_ip}"})))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app", postBuild={"substitute": {"color": "red"}})
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app", postBuild={"substitute": {"color": "red"}})
     ns.wait("the Kustomization fails on the undefined variable", lambda: (
-        _ready(ns, KS, "app").get("status") == "False"
-        and "peer_ip" in _ready(ns, KS, "app").get("message", "")), WAIT)
-    assert "not defined" in _ready(ns, KS, "app")["message"]
-    assert _cm_data(ns, "settings") is None  # nothing of that revision was applied
+        ready_condition(ns, KS, "app").get("status") == "False"
+        and "peer_ip" in ready_condition(ns, KS, "app").get("message", "")), WAIT)
+    assert "not defined" in ready_condition(ns, KS, "app")["message"]
+    assert configmap_data(ns, "settings") is None  # nothing of that revision was applied
     # A default makes it pass, as in Flux.
-    rev = _publish(host, repo, _tree(tmp_path, "v2", _configmap(
+    rev = publish(host, repo, manifest_tree(tmp_path, "v2", configmap(
         "settings", {"color": "${color}", "peer": "${peer_ip:=10.0.0.1}"})))
-    _cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
-         "--timeout", "40", check=False)
-    _wait_applied(ns, "app", rev)
-    assert _cm_data(ns, "settings") == {"color": "red", "peer": "10.0.0.1"}
+    kube_cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
+             "--timeout", "40", check=False)
+    wait_applied(ns, "app", rev)
+    assert configmap_data(ns, "settings") == {"color": "red", "peer": "10.0.0.1"}
 
 
 def _role(ns: Kube, verbs: list[str]) -> None:
@@ -109,31 +110,31 @@ def test_objects_whose_delete_fails_stay_in_the_inventory(ns: Kube, kube_cluster
                           "name": "deployer"},
               "subjects": [{"kind": "ServiceAccount", "name": "deployer",
                             "namespace": ns.namespace}]})
-    v1 = _publish(host, repo, _tree(tmp_path, "v1", _configmap("keep", {"a": "1"}),
-                                    _configmap("gone", {"b": "2"})))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app", serviceAccountName="deployer")
-    _wait_applied(ns, "app", v1)
+    v1 = publish(host, repo, manifest_tree(tmp_path, "v1", configmap("keep", {"a": "1"}),
+                                           configmap("gone", {"b": "2"})))
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app", serviceAccountName="deployer")
+    wait_applied(ns, "app", v1)
 
     def inventory() -> set[str]:
-        entries = (_status(ns, KS, "app").get("inventory") or {}).get("entries") or []
+        entries = (status_of(ns, KS, "app").get("inventory") or {}).get("entries") or []
         return {e["id"].split("_")[1] for e in entries}
 
     assert inventory() == {"keep", "gone"}
-    _publish(host, repo, _tree(tmp_path, "v2", _configmap("keep", {"a": "1"})))
-    _cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
-         "--timeout", "40", check=False)
-    ns.wait("prune refused", lambda: _ready(ns, KS, "app").get("reason") == "PruneFailed",
+    publish(host, repo, manifest_tree(tmp_path, "v2", configmap("keep", {"a": "1"})))
+    kube_cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
+             "--timeout", "40", check=False)
+    ns.wait("prune refused", lambda: ready_condition(ns, KS, "app").get("reason") == "PruneFailed",
             WAIT)
-    assert "gone" in _ready(ns, KS, "app")["message"]
+    assert "gone" in ready_condition(ns, KS, "app")["message"]
     assert inventory() == {"keep", "gone"}
-    assert _cm_data(ns, "gone") == {"b": "2"}
+    assert configmap_data(ns, "gone") == {"b": "2"}
 
     _role(ns, ["get", "list", "watch", "create", "patch", "update", "delete"])
-    _cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--timeout", "40",
-         check=False)
-    ns.wait("pruned once allowed", lambda: _cm_data(ns, "gone") is None
-            and _ready(ns, KS, "app").get("status") == "True", WAIT)
+    kube_cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--timeout", "40",
+             check=False)
+    ns.wait("pruned once allowed", lambda: configmap_data(ns, "gone") is None
+            and ready_condition(ns, KS, "app").get("status") == "True", WAIT)
     assert inventory() == {"keep"}
 
 
@@ -144,12 +145,12 @@ def test_wait_for_termination_deletes_whatever_prune_says(ns: Kube,
     (before the fix it followed prune), and the Kustomization goes only once they are gone:
     a finalizer of the object's own holds it, and the Kustomization waits for it."""
     host, repo = embedded_registry.host, f"parity/{ns.namespace}"
-    held = _configmap("held", {"a": "1"})
+    held = configmap("held", {"a": "1"})
     held["metadata"]["finalizers"] = ["example.com/hold"]
-    rev = _publish(host, repo, _tree(tmp_path, "v1", held))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app", prune=False, deletionPolicy="WaitForTermination")
-    _wait_applied(ns, "app", rev)
+    rev = publish(host, repo, manifest_tree(tmp_path, "v1", held))
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app", prune=False, deletionPolicy="WaitForTermination")
+    wait_applied(ns, "app", rev)
     ns.delete(API_VERSION, KS, "app")
     ns.wait("the object is being deleted", lambda: bool(
         ((ns.get("v1", "ConfigMap", "held") or {}).get("metadata") or {})
@@ -157,7 +158,7 @@ def test_wait_for_termination_deletes_whatever_prune_says(ns: Kube,
     time.sleep(3)  # the Kustomization waits while the object's finalizer holds it
     ks = ns.get(API_VERSION, KS, "app")
     assert ks is not None, "the Kustomization went before its object terminated"
-    assert _ready(ns, KS, "app").get("reason") == "WaitingForTermination" or \
+    assert ready_condition(ns, KS, "app").get("reason") == "WaitingForTermination" or \
         condition(ks, "Reconciling").get("reason") == "WaitingForTermination", ks
     ns.call(lambda d: d.merge_patch("v1", "ConfigMap", "held", str(ns.namespace),
                                     {"metadata": {"finalizers": None}}))
@@ -170,20 +171,20 @@ def test_history_records_failed_revisions(ns: Kube, kube_cluster: Cluster,
                                           embedded_registry: Registry,
                                           tmp_path: Path) -> None:
     host, repo = embedded_registry.host, f"parity/{ns.namespace}"
-    good = _publish(host, repo, _tree(tmp_path, "v1", _configmap("c", {"a": "1"})))
-    _source(ns, "app", host, repo)
-    _kustomization(ns, "app", "app")
-    _wait_applied(ns, "app", good)
+    good = publish(host, repo, manifest_tree(tmp_path, "v1", configmap("c", {"a": "1"})))
+    apply_source(ns, "app", host, repo)
+    apply_kustomization(ns, "app", "app")
+    wait_applied(ns, "app", good)
     bad_cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
               "data": {"a": ["not", "a", "string"]}}  # refused by the API server
-    bad = _publish(host, repo, _tree(tmp_path, "v2", bad_cm))
-    _cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
-         "--timeout", "40", check=False)
+    bad = publish(host, repo, manifest_tree(tmp_path, "v2", bad_cm))
+    kube_cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
+             "--timeout", "40", check=False)
     ns.wait("the refused revision is in the history", lambda: any(
         h.get("metadata", {}).get("revision") == bad
         and h.get("lastReconciledStatus") == "ReconciliationFailed"
-        for h in _status(ns, KS, "app").get("history") or []), WAIT)
-    history = _status(ns, KS, "app")["history"]
+        for h in status_of(ns, KS, "app").get("history") or []), WAIT)
+    history = status_of(ns, KS, "app")["history"]
     assert history[0]["metadata"]["revision"] == bad
     assert history[1]["metadata"]["revision"] == good
     assert history[1]["lastReconciledStatus"] == "ReconciliationSucceeded"

@@ -8,34 +8,21 @@ unchanged; a revision the API server rejects leaves nothing of it applied.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from ocigitops.artifact import Metadata
-from ocigitops.publisher.artifacts import push_artifact
-from ocigitops.publisher.sign_cosign import sign_cosign_key
 from ocigitops.puller.api.meta import API_VERSION
-from ocigitops.reference import parse_reference
-from ocigitops.registry import RegistryClient
-from ocigitops.verifier.keys import generate_key_pair, load_private_key
-from tests.e2e.conftest import ControllerProcess, Kube, condition
-from tests.registries import Registry
+from ocigitops.verifier.keys import generate_key_pair
+from tests.helpers.kube import ControllerProcess, Kube, condition
+from tests.helpers.publish import publish
+from tests.helpers.registries import Registry
 
 pytestmark = pytest.mark.e2e
 
 NS = "e2e-flow"
-
-
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
-_cond = condition
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +46,17 @@ def _tree(tmp: Path, version: str, configmap: str, extra: str = "") -> Path:
     return root
 
 
-async def _publish(host: str, tree: Path, key_pem: bytes | None) -> str:
-    ref = parse_reference(f"{host}/e2e/app:latest")
-    async with RegistryClient(insecure=True) as c:
-        pushed = await push_artifact(c, ref, tree, Metadata("https://example.com/app",
-                                                            f"main@sha1:{'a' * 40}"))
-        if key_pem is not None:
-            await sign_cosign_key(c, ref.repo_only(), pushed.digest,
-                                  load_private_key(key_pem, b"pw"))
-        return pushed.digest
+def _publish(host: str, tree: Path, key_pem: bytes | None) -> str:
+    """Push ``tree`` as ``e2e/app:latest`` (signed with ``key_pem`` when given); its digest."""
+    return publish(host, "e2e/app", tree, key_pem=key_pem).partition("@")[2]
 
 
 def _request(kube: Kube, kind: str, name: str) -> None:
     obj = {"apiVersion": API_VERSION, "kind": kind,
            "metadata": {"name": name, "namespace": NS,
                         "annotations": {"reconcile.ocigitops.dev/requestedAt": str(time.time())}}}
-    _run(kube._with(lambda d: d.merge_patch(API_VERSION, kind, name, NS,
-                                             {"metadata": obj["metadata"]})))
+    kube.call(lambda d: d.merge_patch(API_VERSION, kind, name, NS,
+                                      {"metadata": obj["metadata"]}))
 
 
 def test_signed_flow(kube: Kube, controller: ControllerProcess,
@@ -85,8 +66,8 @@ def test_signed_flow(kube: Kube, controller: ControllerProcess,
     kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cosign-pub",
                                                                    "namespace": NS},
                 "stringData": {"cosign.pub": pair.public_pem.decode()}})
-    digest1 = _run(_publish(embedded_registry.host, _tree(tmp_path, "v1", "cm-a"),
-                            pair.private_pem))
+    digest1 = _publish(embedded_registry.host, _tree(tmp_path, "v1", "cm-a"),
+                       pair.private_pem)
     kube.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
                 "metadata": {"name": "app", "namespace": NS},
                 "spec": {"url": f"oci://{embedded_registry.host}/e2e/app", "insecure": True,
@@ -100,18 +81,18 @@ def test_signed_flow(kube: Kube, controller: ControllerProcess,
 
     # 1. signed revision verified, stored, applied, Ready
     rev1 = f"latest@{digest1}"
-    kube.wait("OCIRepository Ready", lambda: _cond(
+    kube.wait("OCIRepository Ready", lambda: condition(
         kube.get(API_VERSION, "OCIRepository", "app"), "Ready").get("status") == "True")
     src = kube.get(API_VERSION, "OCIRepository", "app") or {}
     assert src["status"]["artifact"]["revision"] == rev1
-    assert _cond(src, "SourceVerified").get("status") == "True"
+    assert condition(src, "SourceVerified").get("status") == "True"
     (auth,) = src["status"]["verification"]["authorities"]
     assert auth["passed"] and auth["signer"].startswith("key sha256:")
     kube.wait("Kustomization applied rev1", lambda: (kube.get(
         API_VERSION, "Kustomization", "app") or {}).get("status", {}).get(
         "lastAppliedRevision") == rev1)
     ks = kube.get(API_VERSION, "Kustomization", "app") or {}
-    assert _cond(ks, "Ready").get("status") == "True", ks["status"]
+    assert condition(ks, "Ready").get("status") == "True", ks["status"]
     assert kube.get("v1", "ConfigMap", "cm-a") is not None
     dep = kube.get("apps/v1", "Deployment", "web") or {}
     assert dep["status"].get("availableReplicas") == 1  # wait: true saw it Ready (kwok)
@@ -119,8 +100,8 @@ def test_signed_flow(kube: Kube, controller: ControllerProcess,
     assert ids == {f"{NS}_cm-a__ConfigMap", f"{NS}_web_apps_Deployment"}
 
     # 2. new signed revision: applied, the old ConfigMap pruned
-    digest2 = _run(_publish(embedded_registry.host, _tree(tmp_path, "v2", "cm-b"),
-                            pair.private_pem))
+    digest2 = _publish(embedded_registry.host, _tree(tmp_path, "v2", "cm-b"),
+                       pair.private_pem)
     _request(kube, "OCIRepository", "app")
     kube.wait("rev2 applied", lambda: (kube.get(API_VERSION, "Kustomization", "app") or {})
               .get("status", {}).get("lastAppliedRevision") == f"latest@{digest2}")
@@ -128,13 +109,13 @@ def test_signed_flow(kube: Kube, controller: ControllerProcess,
     kube.wait("cm-a pruned", lambda: kube.get("v1", "ConfigMap", "cm-a") is None, 20)
 
     # 3. an unsigned revision is refused; the cluster keeps rev2
-    digest3 = _run(_publish(embedded_registry.host, _tree(tmp_path, "v3", "cm-c"), None))
+    digest3 = _publish(embedded_registry.host, _tree(tmp_path, "v3", "cm-c"), None)
     _request(kube, "OCIRepository", "app")
-    kube.wait("verification failure", lambda: _cond(kube.get(
+    kube.wait("verification failure", lambda: condition(kube.get(
         API_VERSION, "OCIRepository", "app"), "SourceVerified").get("status") == "False")
     src = kube.get(API_VERSION, "OCIRepository", "app") or {}
-    assert _cond(src, "Ready")["status"] == "False"
-    assert digest3 in _cond(src, "Ready")["message"] and "no" in _cond(
+    assert condition(src, "Ready")["status"] == "False"
+    assert digest3 in condition(src, "Ready")["message"] and "no" in condition(
         src, "Ready")["message"].lower()
     assert src["status"]["artifact"]["revision"] == f"latest@{digest2}"  # last good kept
     time.sleep(3)
@@ -145,21 +126,21 @@ def test_signed_flow(kube: Kube, controller: ControllerProcess,
     # 4. a signed revision the API server rejects: nothing of it is applied
     bad = ("apiVersion: v1\nkind: Service\nmetadata:\n  name: broken\nspec:\n"
            "  ports:\n  - port: 99999\n")
-    digest4 = _run(_publish(embedded_registry.host, _tree(tmp_path, "v4", "cm-d", bad),
-                            pair.private_pem))
+    digest4 = _publish(embedded_registry.host, _tree(tmp_path, "v4", "cm-d", bad),
+                       pair.private_pem)
     _request(kube, "OCIRepository", "app")
     kube.wait("rev4 attempted and failed", lambda: (
         (kube.get(API_VERSION, "Kustomization", "app") or {}).get("status", {}).get(
             "lastAttemptedRevision") == f"latest@{digest4}"
-        and _cond(kube.get(API_VERSION, "Kustomization", "app"), "Ready").get("status")
+        and condition(kube.get(API_VERSION, "Kustomization", "app"), "Ready").get("status")
         == "False"))
     ks = kube.get(API_VERSION, "Kustomization", "app") or {}
-    assert "dry-run failed" in _cond(ks, "Ready")["message"]
-    assert "broken" in _cond(ks, "Ready")["message"]
+    assert "dry-run failed" in condition(ks, "Ready")["message"]
+    assert "broken" in condition(ks, "Ready")["message"]
     assert kube.get("v1", "ConfigMap", "cm-d") is None  # nothing of rev4 applied
     assert kube.get("v1", "ConfigMap", "cm-b") is not None
     assert ks["status"]["lastAppliedRevision"] == f"latest@{digest2}"
-    events = _run(kube._with(lambda d: d.list("v1", "Event", NS)))
+    events = kube.list("v1", "Event")
     reasons = {e.get("reason") for e in events}
     assert {"NewArtifact", "ReconciliationSucceeded", "VerificationError"} <= reasons, reasons
     assert json.dumps(ks).count("latest@") >= 2

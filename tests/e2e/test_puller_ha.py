@@ -9,14 +9,10 @@ namespace is deleted, finalizers released, at the end).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,148 +20,27 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from lightkube import Client, codecs
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Namespace
 
-from ocigitops.artifact import Metadata
-from ocigitops.publisher.artifacts import push_artifact
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.puller.apply import OWNER_NAME_LABEL
 from ocigitops.puller.devcluster import Cluster
 from ocigitops.puller.manager import KustomizationRes, OCIRepositoryRes
-from ocigitops.reference import parse_reference
-from ocigitops.registry import RegistryClient
-from tests.registries import Registry, free_port
+from tests.helpers.kube import ControllerProcess, Kube, condition, wait_for
+from tests.helpers.publish import publish
+from tests.helpers.registries import Registry
 
 pytestmark = pytest.mark.e2e
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 LEASE = "ocigitops-controller"
 LEASE_DURATION = 15.0  # ocigitops.puller.runtime.leader.LeaderElector's default
 SHARD_LABEL = "sharding.ocigitops.dev/key"
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float, *,
-          interval: float = 0.25, explain: Callable[[], str] | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy (returned), or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = check()
-        if out:
-            return out
-        if time.monotonic() >= deadline:
-            extra = f"\n{explain()}" if explain else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(interval)
-
-
-def _cond(obj: dict[str, Any] | None, ctype: str) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return {}
-
-
-class Ctl:
-    """One ``ocigitops controller run`` process, its log and its HTTP endpoints."""
-
-    def __init__(self, name: str, kubeconfig: Path, tmp: Path, args: list[str]) -> None:
-        self.name = name
-        self.kubeconfig = kubeconfig
-        self.cache = tmp / f"cache-{name}"
-        self.args = args
-        self.log = tmp / f"controller-{name}.log"
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Ctl:
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ocigitops.cli", "controller", "run", "--kubeconfig",
-                 str(self.kubeconfig), "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
-                 "--health-addr", f"127.0.0.1:{self.health_port}",
-                 "--storage-path", str(self.cache), *self.args],
-                stdout=logf, stderr=logf, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def identity(self) -> str:
-        """The leader-election identity the manager derives (``host_pid``)."""
-        return f"{socket.gethostname()}_{self.pid}"
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def get(self, path: str, port: int | None = None) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{port or self.health_port}{path}", timeout=2)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(f"controller {self.name} exited:\n{self.tail()}")
-            try:
-                return self.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(f"controller {self.name} /readyz", ready, timeout, explain=self.tail)
-
-    def metrics(self) -> str:
-        return self.get("/metrics", self.metrics_port).text
-
-    def reconciles(self, kind: str) -> float:
-        """``ocigitops_reconcile_duration_seconds_count{kind=...}`` (0 when absent)."""
-        m = re.search(rf'^ocigitops_reconcile_duration_seconds_count\{{kind="{kind}"\}} (\S+)$',
-                      self.metrics(), re.M)
-        return float(m.group(1)) if m else 0.0
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def records(self) -> list[dict[str, Any]]:
-        """The JSON log lines (anything else, a traceback, is skipped)."""
-        out = []
-        for line in self.text().splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict):
-                out.append(doc)
-        return out
-
-    def tail(self, chars: int = 3000) -> str:
-        return f"--- controller {self.name} log tail ---\n{self.text()[-chars:]}"
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        if sig == signal.SIGKILL:
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class Env:
@@ -178,11 +53,11 @@ class Env:
         self.registry = registry
         self.tmp = tmp
         self.ns = ns
-        self.ctls: list[Ctl] = []
+        self.ctls: list[ControllerProcess] = []
 
-    def controller(self, name: str, *extra: str, start: bool = True) -> Ctl:
-        ctl = Ctl(name, self.cluster.kubeconfig, self.tmp,
-                  ["--watch-namespace", self.ns, "--concurrent", "4", *extra])
+    def controller(self, name: str, *extra: str, start: bool = True) -> ControllerProcess:
+        ctl = ControllerProcess(name, self.cluster.kubeconfig, self.tmp,
+                                ["--watch-namespace", self.ns, "--concurrent", "4", *extra])
         self.ctls.append(ctl)
         return ctl.start() if start else ctl
 
@@ -222,15 +97,7 @@ class Env:
         root.mkdir()
         for name, text in files.items():
             (root / name).write_text(text)
-
-        async def push() -> str:
-            ref = parse_reference(f"{self.registry.host}/{repo}:latest")
-            async with RegistryClient(insecure=True) as c:
-                pushed = await push_artifact(c, ref, root, Metadata(
-                    "https://example.com/app", f"main@sha1:{'b' * 40}"))
-                return str(pushed.digest)
-
-        return f"latest@{asyncio.run(push())}"
+        return publish(self.registry.host, repo, root)
 
     def pair(self, name: str, repo: str, labels: dict[str, str] | None = None,
              interval: str = "10m") -> None:
@@ -276,25 +143,10 @@ def _configmaps(names: list[str], data: str = "v1") -> str:
                    f"data:\n  version: {data}\n" for n in names)
 
 
-@pytest.fixture(scope="module")
-def crds(kube_client: Client) -> None:
-    for path in sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml")):
-        kube_client.apply(codecs.from_dict(yaml.safe_load(path.read_text())), force=True)
-
-    def established() -> bool:
-        for name in ("ocirepositories.ocigitops.dev", "kustomizations.ocigitops.dev"):
-            crd = kube_client.get(CustomResourceDefinition, name)
-            conds = (crd.status.conditions or []) if crd.status else []
-            if not any(c.type == "Established" and c.status == "True" for c in conds):
-                return False
-        return True
-
-    _wait("CRDs established", established, 30)
-
-
 @pytest.fixture
-def env(request: pytest.FixtureRequest, crds: None, kube_client: Client,
+def env(request: pytest.FixtureRequest, kube_api: Kube, kube_client: Client,
         kube_cluster: Cluster, embedded_registry: Registry, tmp_path: Path) -> Iterator[Env]:
+    """The test's namespace (our CRDs applied by ``kube_api``), cleaned up afterwards."""
     ns = "e2e-ha-" + request.node.name.removeprefix("test_").replace("_", "-")[:40]
     e = Env(kube_client, kube_cluster, embedded_registry, tmp_path, ns)
     e.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -317,11 +169,11 @@ def test_leader_election(env: Env) -> None:
     flags = ("--leader-elect", "--leader-election-namespace", env.ns)
     a = env.controller("a", *flags)
     a_started = time.monotonic()
-    _wait("a holds the Lease", lambda: env.holder() == a.identity, 30,
-          explain=lambda: a.tail())
+    wait_for("a holds the Lease", lambda: env.holder() == a.identity, 30,
+             explain=lambda: a.tail())
     b = env.controller("b", *flags)
     b.wait_ready()  # its informers sync, but it must not reconcile
-    _wait("rev1 applied", lambda: env.applied("app") == rev1, 30, explain=env.explain("app"))
+    wait_for("rev1 applied", lambda: env.applied("app") == rev1, 30, explain=env.explain("app"))
     assert env.configmaps("app") == ["leader-v1"]
 
     # Renewals work against the real API server (MicroTime with microseconds): the
@@ -335,7 +187,7 @@ def test_leader_election(env: Env) -> None:
         return spec is not None and spec.holderIdentity == a.identity \
             and spec.renewTime != first_renew
 
-    _wait("a renews the Lease", renewed, 10)
+    wait_for("a renews the Lease", renewed, 10)
     lease = env.lease()
     assert lease is not None and lease.spec is not None
     assert lease.spec.acquireTime is not None and lease.spec.renewTime is not None
@@ -356,13 +208,13 @@ def test_leader_election(env: Env) -> None:
     rev2 = env.publish("e2e/ha-leader", {"cm.yaml": _configmaps(["leader-v2"])})
     a.kill()
     killed = time.monotonic()
-    _wait("b takes the Lease", lambda: env.holder() == b.identity, LEASE_DURATION + 10,
-          explain=lambda: b.tail())
+    wait_for("b takes the Lease", lambda: env.holder() == b.identity, LEASE_DURATION + 10,
+             explain=lambda: b.tail())
     took = time.monotonic() - killed
     assert took <= LEASE_DURATION + 5, took
-    _wait("rev2 applied by b", lambda: env.applied("app") == rev2, 30,
-          explain=env.explain("app"))
-    _wait("leader-v1 pruned", lambda: env.configmaps("app") == ["leader-v2"], 15)
+    wait_for("rev2 applied by b", lambda: env.applied("app") == rev2, 30,
+             explain=env.explain("app"))
+    wait_for("leader-v1 pruned", lambda: env.configmaps("app") == ["leader-v2"], 15)
     lease = env.lease()
     assert lease is not None and lease.spec is not None
     assert (lease.spec.leaseTransitions or 0) == transitions + 1
@@ -394,18 +246,18 @@ def test_kill_mid_apply(env: Env) -> None:
             raise AssertionError(f"the apply finished before the kill ({n} objects)")
         return n
 
-    seen = _wait("the apply to be under way", under_way, 60, interval=0.01,
-                 explain=env.explain("bulk"))
+    seen = wait_for("the apply to be under way", under_way, 60, interval=0.01,
+                    explain=env.explain("bulk"))
     ctl.kill()
     partial = len(env.configmaps("bulk"))
     assert 0 < partial < N_OBJECTS, partial
     assert env.applied("bulk") is None  # the status never saw this revision applied
 
     again = env.controller("second")
-    _wait("converged after the restart", lambda: env.applied("bulk") == rev, 60,
-          explain=env.explain("bulk"))
+    wait_for("converged after the restart", lambda: env.applied("bulk") == rev, 60,
+             explain=env.explain("bulk"))
     ks = env.get("Kustomization", "bulk") or {}
-    assert _cond(ks, "Ready").get("status") == "True", ks.get("status")
+    assert condition(ks, "Ready").get("status") == "True", ks.get("status")
     assert env.configmaps("bulk") == names  # all present, each once, nothing extra
     entries = [e["id"] for e in ks["status"]["inventory"]["entries"]]
     assert sorted(entries) == sorted(f"{env.ns}_{n}__ConfigMap" for n in names)
@@ -425,7 +277,7 @@ def test_graceful_shutdown(env: Env) -> None:
     env.pair("term", "e2e/ha-term")
     ctl = env.controller("term")
     ctl.wait_ready()
-    _wait("applied", lambda: env.applied("term") == rev, 30, explain=env.explain("term"))
+    wait_for("applied", lambda: env.applied("term") == rev, 30, explain=env.explain("term"))
     start = time.monotonic()
     ctl.kill(signal.SIGTERM)
     assert ctl.proc is not None
@@ -456,8 +308,8 @@ def test_label_selector_sharding(env: Env) -> None:
     c2 = env.controller("shard2", "--watch-label-selector", f"{SHARD_LABEL}=shard2")
     for shard in ("shard1", "shard2"):
         rev = revs[shard]
-        _wait(f"{shard} applied", lambda: env.applied(shard) == rev, 30,  # noqa: B023
-              explain=env.explain(shard))
+        wait_for(f"{shard} applied", lambda: env.applied(shard) == rev, 30,  # noqa: B023
+                 explain=env.explain(shard))
         assert env.configmaps(shard) == [f"cm-{shard}"]
     for ctl, mine, other in ((c1, "shard1", "shard2"), (c2, "shard2", "shard1")):
         metrics = ctl.metrics()
@@ -477,17 +329,17 @@ def test_metrics_and_health(env: Env) -> None:
     rev = env.publish("e2e/ha-metrics", {"cm.yaml": _configmaps(["metrics"])})
     env.pair("metrics", "e2e/ha-metrics")
     ctl = env.controller("metrics")
-    _wait("/healthz", lambda: _ok(ctl, "/healthz"), 30, explain=ctl.tail)
+    wait_for("/healthz", lambda: _ok(ctl, "/healthz"), 30, explain=ctl.tail)
     ctl.wait_ready()
     assert ctl.get("/readyz").text.strip() == "ok"
     assert ctl.get("/nope").status_code == 404
-    _wait("applied", lambda: env.applied("metrics") == rev, 30, explain=env.explain("metrics"))
+    wait_for("applied", lambda: env.applied("metrics") == rev, 30, explain=env.explain("metrics"))
 
     def exported() -> str:
         t = ctl.metrics()
         return t if 'ocigitops_reconcile_condition{kind="Kustomization"' in t else ""
 
-    text: str = _wait("metrics for the Kustomization", exported, 10)
+    text: str = wait_for("metrics for the Kustomization", exported, 10)
     assert re.search(r'^ocigitops_reconcile_duration_seconds_bucket\{kind="Kustomization",'
                      r'le="\+Inf"\} [1-9]', text, re.M), text
     assert re.search(r'^ocigitops_reconcile_duration_seconds_count\{kind="OCIRepository"\}'
@@ -504,7 +356,7 @@ def test_metrics_and_health(env: Env) -> None:
     assert ctl.get("/healthz").status_code == 200
 
 
-def _ok(ctl: Ctl, path: str) -> bool:
+def _ok(ctl: ControllerProcess, path: str) -> bool:
     try:
         return ctl.get(path).status_code == 200
     except httpx.HTTPError:
@@ -516,11 +368,11 @@ def test_leader_releases_lease_on_sigterm(env: Env) -> None:
     to expire (client-go's ReleaseOnCancel)."""
     flags = ("--leader-elect", "--leader-election-namespace", env.ns)
     a = env.controller("rel-a", *flags)
-    _wait("a holds the Lease", lambda: env.holder() == a.identity, 30)
+    wait_for("a holds the Lease", lambda: env.holder() == a.identity, 30)
     a.kill(signal.SIGTERM)
     assert a.proc is not None and a.proc.wait(30) == 0, a.tail()
     assert env.holder() in (None, ""), env.lease()
     b = env.controller("rel-b", *flags)
     start = time.monotonic()
-    _wait("b takes the released Lease", lambda: env.holder() == b.identity, 10)
+    wait_for("b takes the released Lease", lambda: env.holder() == b.identity, 10)
     assert time.monotonic() - start < 8  # far below the 15 s lease duration

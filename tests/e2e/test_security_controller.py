@@ -8,8 +8,8 @@
 - sources on a stalled registry never hold every worker: sources on a healthy registry
   become Ready while four stalled ones are pending (per-host slots).
 
-The hostile registry is :class:`tests.hostile.HostileRegistry`, a real HTTP server in
-front of the embedded registry.
+The hostile registry is :class:`tests.helpers.hostile.HostileRegistry`, a real HTTP
+server in front of the embedded registry.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pytest
 from ocigitops import mediatypes as mt
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.regserver import BackgroundRegistry
-from tests.e2e.conftest import Kube
-from tests.e2e.test_puller_behaviours import OCI, _configmap, _publish, _ready, _status, _tree
-from tests.hostile import HostileRegistry, Reply, Request, drip, manifest_path
+from tests.helpers.hostile import HostileRegistry, Reply, Request, drip, manifest_path
+from tests.helpers.kube import OCI, Kube, apply_source, ready_condition, status_of
+from tests.helpers.publish import configmap, manifest_tree, publish
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -43,22 +43,14 @@ def hostile(backend: BackgroundRegistry) -> Iterator[HostileRegistry]:
         yield reg
 
 
-def _oci(kube: Kube, name: str, host: str, repo: str, ref: dict[str, str],
-         timeout: str = "20s") -> None:
-    kube.apply({"apiVersion": API_VERSION, "kind": OCI,
-                "metadata": {"name": name, "namespace": kube.namespace},
-                "spec": {"url": f"oci://{host}/{repo}", "insecure": True, "interval": "1m",
-                         "timeout": timeout, "ref": ref}})
-
-
 def test_digest_pin_holds_against_a_lying_registry(ns: Kube, hostile: HostileRegistry,
                                                    backend: BackgroundRegistry,
                                                    tmp_path: Path) -> None:
     repo = "sec/pin"
-    old = _publish(backend.host, repo, _tree(tmp_path, "old", _configmap("p", {"v": "old"})),
-                   tag="old").split("@")[1]
-    new = _publish(backend.host, repo, _tree(tmp_path, "new", _configmap("p", {"v": "new"})),
-                   tag="new").split("@")[1]
+    old = publish(backend.host, repo, manifest_tree(tmp_path, "old", configmap("p", {"v": "old"})),
+                  tag="old").split("@")[1]
+    new = publish(backend.host, repo, manifest_tree(tmp_path, "new", configmap("p", {"v": "new"})),
+                  tag="new").split("@")[1]
     lying = threading.Event()
 
     def rule(req: Request) -> Reply | None:
@@ -68,9 +60,10 @@ def test_digest_pin_holds_against_a_lying_registry(ns: Kube, hostile: HostileReg
         return None
 
     hostile.rules.append(rule)
-    _oci(ns, "pinned", hostile.host, repo, {"digest": new})
-    ns.wait("pinned Ready at the pin", lambda: _ready(ns, OCI, "pinned").get("status") == "True"
-            and (_status(ns, OCI, "pinned").get("artifact") or {}).get("revision") == new, 40)
+    apply_source(ns, "pinned", hostile.host, repo, ref={"digest": new})
+    ns.wait("pinned Ready at the pin", lambda: ready_condition(ns, OCI, "pinned").get(
+        "status") == "True" and (status_of(ns, OCI, "pinned").get("artifact") or {}).get(
+        "revision") == new, 40)
 
     lying.set()
     ns.apply({"apiVersion": API_VERSION, "kind": OCI,
@@ -78,12 +71,12 @@ def test_digest_pin_holds_against_a_lying_registry(ns: Kube, hostile: HostileReg
                            "annotations": {"reconcile.ocigitops.dev/requestedAt": "now"}},
               "spec": {"url": f"oci://{hostile.host}/{repo}", "insecure": True,
                        "interval": "1m", "timeout": "20s", "ref": {"digest": new}}})
-    ns.wait("pinned refuses the answer", lambda: _ready(ns, OCI, "pinned").get("status")
+    ns.wait("pinned refuses the answer", lambda: ready_condition(ns, OCI, "pinned").get("status")
             == "False", 40)
-    ready = _ready(ns, OCI, "pinned")
+    ready = ready_condition(ns, OCI, "pinned")
     assert "never replaced" in ready["message"] and old in ready["message"], ready
     # The stored artifact is still the pinned revision, never the one the registry named.
-    assert _status(ns, OCI, "pinned")["artifact"]["revision"] == new
+    assert status_of(ns, OCI, "pinned")["artifact"]["revision"] == new
 
 
 def _dripping(repo_prefix: str, stop: threading.Event) -> Callable[[Request], Reply | None]:
@@ -111,26 +104,26 @@ def test_stalled_registry_is_bounded_and_isolated(ns: Kube, hostile: HostileRegi
     hostile.rules.append(_dripping("sec/stall", stop))
     try:
         for i in range(4):
-            _oci(ns, f"stalled-{i}", hostile.host, f"sec/stall{i}", {"tag": "v1"},
-                 timeout="4s")
+            apply_source(ns, f"stalled-{i}", hostile.host, f"sec/stall{i}", "v1",
+                         timeout="4s")
         time.sleep(1.0)  # the stalled ones take their workers first
         revs = {}
         for i in range(2):
-            revs[i] = _publish(backend.host, f"sec/healthy{i}", _tree(
-                tmp_path, f"h{i}", _configmap(f"h{i}", {"i": str(i)})), tag="v1")
-            _oci(ns, f"healthy-{i}", backend.host, f"sec/healthy{i}", {"tag": "v1"})
+            revs[i] = publish(backend.host, f"sec/healthy{i}", manifest_tree(
+                tmp_path, f"h{i}", configmap(f"h{i}", {"i": str(i)})), tag="v1")
+            apply_source(ns, f"healthy-{i}", backend.host, f"sec/healthy{i}", "v1")
         start = time.monotonic()
         for i in range(2):
             ns.wait(f"healthy-{i} Ready", lambda i=i: (
-                _status(ns, OCI, f"healthy-{i}").get("artifact") or {}).get("revision")
+                status_of(ns, OCI, f"healthy-{i}").get("artifact") or {}).get("revision")
                 == revs[i], 30)
         healthy_took = time.monotonic() - start
         # Each stalled source fails on its own deadline, naming it, well before the
         # 2,000 seconds its drip would take.
         for i in range(4):
-            ns.wait(f"stalled-{i} fails", lambda i=i: _ready(ns, OCI, f"stalled-{i}").get(
+            ns.wait(f"stalled-{i} fails", lambda i=i: ready_condition(ns, OCI, f"stalled-{i}").get(
                 "status") == "False", 40)
-            msg = _ready(ns, OCI, f"stalled-{i}")["message"]
+            msg = ready_condition(ns, OCI, f"stalled-{i}")["message"]
             assert "within 4s" in msg, msg
         assert healthy_took < 15, healthy_took
     finally:

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -28,8 +27,10 @@ from ocigitops.auth import Credentials
 from ocigitops.errors import NotFoundError
 from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from tests.registries import Registry, free_port
-from tests.tools import tool
+from tests.helpers.cli import cli, isolate_credentials, one_error
+from tests.helpers.registries import Registry, free_port
+from tests.helpers.tools import tool
+from tests.helpers.trees import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -44,37 +45,9 @@ TEN_GB = 10 * 1024 ** 3
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No docker credentials of the host; the installed helm and kustomize."""
-    cfg = tmp_path / "docker-config"
-    cfg.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
-    monkeypatch.delenv("OCIGITOPS_CREDS", raising=False)
+    isolate_credentials(monkeypatch, tmp_path)
     monkeypatch.setenv("OCIGITOPS_HELM", tool("helm"))
     monkeypatch.setenv("OCIGITOPS_KUSTOMIZE", tool("kustomize"))
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ocigitops", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120, check=False)
-
-
-def error_line(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """Check the failure shape and return the single error line."""
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got:\n{proc.stderr}"
-    line = lines[0]
-    assert line.startswith("error: "), line
-    for fragment in fragments:
-        assert fragment in line, line
-    return line
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
 
 
 def failed_pull(url: str, flags: list[str], tmp_path: Path, *fragments: str,
@@ -89,7 +62,7 @@ def failed_pull(url: str, flags: list[str], tmp_path: Path, *fragments: str,
         (out / "kustomization.yaml").write_text("resources: [apps/keep.yaml]\n")
     before = snapshot(out)
     proc = cli("pull", "artifact", url, "--output", str(out), *flags)
-    line = error_line(proc, *fragments)
+    line = one_error(proc, *fragments)
     assert proc.stdout == ""
     assert snapshot(out) == before
     assert out.exists() == existing
@@ -179,7 +152,7 @@ def test_unreachable_registry_push(tmp_path: Path) -> None:
     src = tree(tmp_path / "src")
     proc = cli("push", "artifact", f"oci://{host}/app:v1", "--path", str(src), "--source", SRC,
                "--revision", REV, "--insecure-registry")
-    error_line(proc, f"cannot reach registry {host}")
+    one_error(proc, f"cannot reach registry {host}")
 
 
 def test_plain_http_registry_without_insecure_flag(debian_plain: Registry,
@@ -202,7 +175,7 @@ def test_wrong_credentials_push(debian_auth: Registry, tmp_path: Path) -> None:
     proc = cli("push", "artifact", f"{debian_auth.url(repo)}:v1", "--path",
                str(tree(tmp_path / "src")), "--source", SRC, "--revision", REV,
                "--insecure-registry", "--creds", "tester:wrong")
-    error_line(proc, "refused the credentials for user 'tester'")
+    one_error(proc, "refused the credentials for user 'tester'")
     assert not tag_exists(debian_auth, repo, "v1")
 
 
@@ -396,7 +369,7 @@ def test_helm_chart_rendering_invalid_yaml(embedded_registry: Registry, tmp_path
     proc = cli("push", "artifact", f"{embedded_registry.url(repo)}:v1", "--path", str(chart),
                "--render", "helm", "--source", SRC, "--revision", REV,
                *flags(embedded_registry))
-    line = error_line(proc, "error: render: helm template", "YAML")
+    line = one_error(proc, "error: render: helm template", "YAML")
     assert "ocigitops-render-" not in line  # sandbox paths are not shown
     assert proc.stdout == ""
     assert not tag_exists(embedded_registry, repo, "v1")
@@ -414,7 +387,7 @@ def test_helm_output_that_is_not_kubernetes_objects(embedded_registry: Registry,
     proc = cli("push", "artifact", f"{embedded_registry.url(repo)}:v1", "--path", str(chart),
                "--render", "helm", "--source", SRC, "--revision", REV,
                *flags(embedded_registry))
-    error_line(proc, "error: render: manifests.yaml document 1: missing metadata.name")
+    one_error(proc, "error: render: manifests.yaml document 1: missing metadata.name")
     assert not tag_exists(embedded_registry, repo, "v1")
 
 
@@ -431,8 +404,8 @@ def test_kustomization_with_remote_resource(embedded_registry: Registry,
     proc = cli("push", "artifact", f"{embedded_registry.url(repo)}:v1", "--path", "overlay",
                "--render", "kustomize", "--source", SRC, "--revision", REV,
                *flags(embedded_registry), cwd=tmp_path)
-    error_line(proc, "kustomization.yaml: resources:", repr(remote),
-               "is a remote reference", "vendor them into the tree")
+    one_error(proc, "kustomization.yaml: resources:", repr(remote),
+              "is a remote reference", "vendor them into the tree")
     assert not tag_exists(embedded_registry, repo, "v1")
 
 

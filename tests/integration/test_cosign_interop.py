@@ -46,9 +46,9 @@ from ocigitops.verifier.keys import (
     public_key_pem,
 )
 from ocigitops.verifier.policy import CosignKeyAuthority, PolicyResult, SignaturePolicy, evaluate
-from tests.cli import run
-from tests.registries import Registry
-from tests.tools import tool
+from tests.helpers.cli import run
+from tests.helpers.registries import Registry
+from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import ocigitops, run, tree_files, tree_modes
-from tests.registries import Registry
-from tests.tools import tool
+from tests.helpers.cli import ocigitops, run
+from tests.helpers.registries import Registry
+from tests.helpers.tools import tool
+from tests.helpers.trees import tree_files, tree_modes
 
 pytestmark = pytest.mark.integration
 

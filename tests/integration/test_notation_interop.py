@@ -60,9 +60,9 @@ from ocigitops.verifier.keys import load_private_key
 from ocigitops.verifier.notation import parse_envelope, parse_payload
 from ocigitops.verifier.policy import NotationAuthority, PolicyResult, SignaturePolicy, evaluate
 from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
-from tests.cli import ocigitops, run
-from tests.registries import Registry
-from tests.tools import tool
+from tests.helpers.cli import ocigitops, run
+from tests.helpers.registries import Registry
+from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.integration
 

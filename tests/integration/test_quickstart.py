@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import ocigitops
-from tests.registries import free_port
-from tests.tools import tool
+from tests.helpers.cli import ocigitops
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.registries import free_port
+from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def test_quickstart_from_a_built_wheel_in_an_empty_directory(tmp_path: Path) -> 
     download); the wheel's own files come first on its path, and the test checks that the
     modules it runs are the wheel's.
     """
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO_ROOT
     # Build from a copy of the tracked files: an in-tree build would leave build/ behind.
     src = tmp_path / "src"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True,

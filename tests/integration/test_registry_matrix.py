@@ -19,8 +19,9 @@ from ocigitops.auth import CredentialResolver, Credentials, DockerConfig
 from ocigitops.mediatypes import OCI_EMPTY, OCI_MANIFEST
 from ocigitops.reference import parse_reference
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from tests.cli import ocigitops, tree_files
-from tests.registries import Registry
+from tests.helpers.cli import ocigitops
+from tests.helpers.registries import Registry
+from tests.helpers.trees import tree_files
 
 pytestmark = pytest.mark.integration
 
@@ -274,7 +275,7 @@ def test_tag_list_pagination(any_registry: Registry) -> None:
 
 
 def test_mutual_tls_client_certificate(tmp_path: Path) -> None:
-    from tests import registries
+    from tests.helpers import registries
 
     with registries.debian(tmp_path / "mtls", mtls=True) as reg:
         assert reg.ca_file

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ocigitops.regserver import BackgroundRegistry
-from tests.tools import tool
+from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.integration
 

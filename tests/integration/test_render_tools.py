@@ -15,11 +15,11 @@ import yaml
 
 from ocigitops import render as r
 from ocigitops.errors import RenderError
-from tests.tools import tool
+from tests.helpers.paths import EXAMPLES
+from tests.helpers.tools import tool
+from tests.helpers.trees import write
 
 pytestmark = pytest.mark.integration
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "ocigitops" / "examples"
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +33,6 @@ def objects(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """The objects of a multi-document YAML file by (kind, name)."""
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def render_error(src: Path, mode: r.RenderMode, out: Path, **kwargs: Any) -> str:

@@ -1,9 +1,9 @@
 """Issue 7: a registry the attacker controls, attacking the client and the CLI.
 
 The attacker can push anything to the registry and lie in any HTTP answer, but holds no
-trusted key. Each test puts :class:`tests.hostile.HostileRegistry` (a real HTTP server that
-forwards to the embedded registry and rewrites chosen answers) between the real CLI or
-RegistryClient and the content, and checks the attack is refused with one error line,
+trusted key. Each test puts :class:`tests.helpers.hostile.HostileRegistry` (a real HTTP
+server that forwards to the embedded registry and rewrites chosen answers) between the real
+CLI or RegistryClient and the content, and checks the attack is refused with one error line,
 quickly, with bounded memory. Each failed on the code before the fix (noted per test).
 """
 
@@ -14,8 +14,6 @@ import gzip
 import io
 import json
 import resource
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -29,8 +27,9 @@ from ocigitops.artifact import Metadata, build_config, build_manifest
 from ocigitops.errors import DigestMismatchError, RegistryError
 from ocigitops.reference import parse_reference
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from tests.hostile import HostileRegistry, Reply, Request, drip, endless, manifest_path
-from tests.registries import Registry
+from tests.helpers.cli import cli, isolate_credentials, one_error
+from tests.helpers.hostile import HostileRegistry, Reply, Request, drip, endless, manifest_path
+from tests.helpers.registries import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +40,7 @@ ENV = {"COSIGN_PASSWORD": "correct horse"}
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No docker credentials of the host."""
-    cfg = tmp_path / "docker-config"
-    cfg.mkdir()
-    monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
-    monkeypatch.delenv("OCIGITOPS_CREDS", raising=False)
+    isolate_credentials(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -52,26 +48,6 @@ def hostile(embedded_registry: Registry) -> Iterator[HostileRegistry]:
     """A lying registry in front of the embedded one (which holds what was pushed)."""
     with HostileRegistry(embedded_registry.host) as reg:
         yield reg
-
-
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run([sys.executable, "-m", "ocigitops.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False, cwd=cwd,
-                          env={**os.environ, **(env or {})})
-
-
-def one_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    """The run failed with exactly one ``error:`` line (no traceback) naming ``fragments``."""
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [x for x in proc.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
 
 
 def push_tree(host: str, repo: str, tmp: Path, name: str, *extra: str) -> tuple[str, bytes]:

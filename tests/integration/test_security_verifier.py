@@ -58,8 +58,9 @@ from ocigitops.verifier.policy import NotationAuthority, SignaturePolicy, evalua
 from ocigitops.verifier.sigalg import sign
 from ocigitops.verifier.simplesigning import LegacySignature
 from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
-from tests.cli import ocigitops
-from tests.registries import Registry
+from tests.helpers.cli import ocigitops
+from tests.helpers.registries import Registry
+from tests.helpers.vectors import b64url
 
 pytestmark = pytest.mark.integration
 
@@ -502,16 +503,12 @@ def test_duplicate_digest_in_signed_payload_fails(embedded_registry: Registry,
 
 # -- 6. hostile envelopes: typed, one-line reasons ---------------------------------------------
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def _jws(pki: Pki, header: dict[str, Any], payload: bytes = b"{}") -> bytes:
-    return json.dumps({"payload": _b64url(payload),
-                       "protected": _b64url(json.dumps(header).encode()),
+    return json.dumps({"payload": b64url(payload),
+                       "protected": b64url(json.dumps(header).encode()),
                        "header": {"x5c": [base64.b64encode(pki.evil.public_bytes(
                            serialization.Encoding.DER)).decode()]},
-                       "signature": _b64url(b"\x01" * 64)}).encode()
+                       "signature": b64url(b"\x01" * 64)}).encode()
 
 
 def _header(**extra: Any) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import ocigitops
-from tests.registries import Registry
+from tests.helpers.cli import ocigitops
+from tests.helpers.registries import Registry
 
 pytestmark = pytest.mark.integration
 

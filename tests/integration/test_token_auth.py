@@ -28,18 +28,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from tests.cli import ocigitops, tree_files
-from tests.registries import free_port, wait_http
-from tests.tools import debian_registry
+from tests.helpers.cli import ocigitops
+from tests.helpers.registries import free_port, wait_http
+from tests.helpers.tools import debian_registry
+from tests.helpers.trees import tree_files
+from tests.helpers.vectors import b64url
 
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "alice", "wonderland"
 SERVICE, ISSUER = "ocigitops-test-registry", "ocigitops-test-token-issuer"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class TokenService:
@@ -61,11 +59,11 @@ class TokenService:
                       serialization.Encoding.DER)).decode()]}
         claims = {"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + 300,
                   "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
-        signing_input = f"{_b64url(json.dumps(header).encode())}." \
-                        f"{_b64url(json.dumps(claims).encode())}"
+        signing_input = f"{b64url(json.dumps(header).encode())}." \
+                        f"{b64url(json.dumps(claims).encode())}"
         der = self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,9 @@ from ocigitops.puller.api.schema import from_dict
 from ocigitops.puller.api.verification import build_signature_policy, referenced_secrets
 from ocigitops.verifier.errors import PolicyError
 from ocigitops.verifier.policy import CosignKeyAuthority, CosignKeylessAuthority, NotationAuthority
+from tests.helpers.paths import DEPLOY
 
 pytestmark = pytest.mark.unit
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 
 from ocigitops.errors import DigestMismatchError, SizeLimitError, UnsafeArchiveError
 from ocigitops.extract import BoundedGunzip, Limits, extract_stream, extract_to
+from tests.helpers.trees import snapshot
 
 pytestmark = pytest.mark.unit
 
@@ -138,13 +139,6 @@ async def _chunks(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 
 def extract_into(data: bytes, output: Path, limits: Limits | None = None) -> int:
     return asyncio.run(extract_to(_chunks(data), output, limits or Limits()))
-
-
-def snapshot(root: Path) -> dict[str, bytes | None]:
-    if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
 
 
 def assert_clean_parent(parent: Path, expected: set[str]) -> None:

@@ -32,7 +32,7 @@ from ocigitops.errors import (
 )
 from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import Descriptor, RegistryClient
-from tests.registries import free_port
+from tests.helpers.registries import free_port
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from fuzz.targets import TARGETS, load
+from tests.helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
+FUZZ = REPO_ROOT / "fuzz"
 
 
 def _inputs(kind: str) -> list[tuple[str, Path]]:

@@ -5,6 +5,10 @@ Layers: core (``ocigitops.*`` modules) <- verifier <- publisher, puller <- cli. 
 the leaf: nothing imports it. Every import counts, also the ones inside functions (the CLI
 and several modules import lazily for start-up time), so the check reads the source with
 :mod:`ast` rather than importing it.
+
+The test suite has a layout of its own, checked here too: a tier folder holds test modules
+and a conftest (fixtures and hooks only), shared helpers live in ``tests.helpers``, and no
+test module imports another test module or a conftest.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import REPO_ROOT
+
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 #: Folder of each portion of the namespace (the core is ocigitops/ at the root).
 PORTIONS = {"ocigitops": REPO / "ocigitops",
             "ocigitops.publisher": REPO / "publisher" / "ocigitops" / "publisher",
@@ -130,3 +136,71 @@ def test_private_sigstore_imports_stay_in_one_module() -> None:
                  and any(m.startswith(("sigstore._internal", "sigstore._utils"))
                          for m in _imports(path, module))]
     assert offenders == []
+
+
+# -- the test suite's own layout (tests/) ---------------------------------------------------
+
+TESTS = REPO / "tests"
+TIER_FOLDERS = ("unit", "integration", "e2e")
+
+
+def _test_modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(REPO).with_suffix("").parts): p
+            for p in TESTS.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+def test_tests_import_helpers_only() -> None:
+    """Shared code is in ``tests.helpers``: no test module imports another test module or a
+    conftest (fixtures come from pytest, never by import), so a tier runs on its own."""
+    modules = _test_modules()
+    assert "tests.helpers.registries" in modules and "tests.conftest" in modules
+    wrong: list[str] = []
+    for module, path in sorted(modules.items()):
+        for imported in sorted(_imports(path, module)):
+            parts = imported.split(".")
+            if ("conftest" in parts or parts[0].startswith("test_")
+                    or (parts[0] == "tests" and len(parts) > 1 and parts[1] != "helpers")):
+                wrong.append(f"{module} imports {imported}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_tests_folders_hold_what_they_are_for() -> None:
+    """tests/ holds the three tier folders (test modules and conftests only) and helpers/
+    (no tests, no fixtures); pytest imports test modules by path (importlib mode), so two
+    tiers may hold files of the same name."""
+    stray: list[str] = []
+    for path in sorted(TESTS.rglob("*.py")):
+        rel = path.relative_to(TESTS)
+        if "__pycache__" in rel.parts:
+            continue
+        if len(rel.parts) == 1:
+            ok = rel.name in ("__init__.py", "conftest.py")
+        elif rel.parts[0] in TIER_FOLDERS:
+            ok = rel.name == "conftest.py" or (rel.name.startswith("test_")
+                                               and len(rel.parts) == 2)
+        elif rel.parts[0] == "helpers":
+            ok = not rel.name.startswith(("test_", "conftest"))
+        else:
+            ok = False
+        if not ok:
+            stray.append(str(rel))
+    assert not stray, f"misplaced under tests/: {stray}"
+    pytest_cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"][
+        "ini_options"]
+    assert "--import-mode=importlib" in pytest_cfg["addopts"].split()
+    assert "." in pytest_cfg["pythonpath"]  # tests.helpers imports from the root
+
+
+def test_conftests_hold_fixtures_and_hooks_only() -> None:
+    """Every function at the top of a conftest.py is a fixture or a ``pytest_*`` hook, and
+    there are no classes: helpers belong in tests.helpers, where tests can import them."""
+    wrong: list[str] = []
+    for path in sorted(TESTS.rglob("conftest.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.ClassDef):
+                wrong.append(f"{path.relative_to(REPO)}: class {node.name}")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                fixture = any("fixture" in ast.unparse(d) for d in node.decorator_list)
+                if not fixture and not node.name.startswith("pytest_"):
+                    wrong.append(f"{path.relative_to(REPO)}: def {node.name}")
+    assert not wrong, "\n".join(wrong)

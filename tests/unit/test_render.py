@@ -17,6 +17,7 @@ import yaml
 
 from ocigitops import render as r
 from ocigitops.errors import RenderError, ToolNotFoundError, UsageError
+from tests.helpers.trees import write
 
 pytestmark = pytest.mark.unit
 
@@ -32,12 +33,6 @@ kind: Service
 metadata:
   name: web
 """
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def fake_tool(path: Path, *, stdout: str = "", stderr: str = "", exit_code: int = 0,

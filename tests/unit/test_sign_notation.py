@@ -16,7 +16,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from verifier_vectors import make_ca, make_leaf, name, now, rsa_key, trust_policy
 
 from ocigitops.errors import UsageError
 from ocigitops.publisher.sign_notation import (
@@ -39,6 +38,7 @@ from ocigitops.verifier.errors import (
 )
 from ocigitops.verifier.notation import parse_envelope, verify_notation
 from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
+from tests.helpers.vectors import make_ca, make_leaf, name, now, rsa_key, trust_policy
 
 pytestmark = pytest.mark.unit
 

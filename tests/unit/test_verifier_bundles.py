@@ -13,21 +13,6 @@ import pytest
 import sigstore
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from verifier_vectors import (
-    CONFORMANCE,
-    COSIGN,
-    DEFAULT_IDENTITY,
-    DEFAULT_ISSUER,
-    SIGSTORE_PY,
-    FakeSigstore,
-    conformance_cases,
-    dumps,
-    hashedrekord_body,
-    message_bundle,
-    now,
-    pem,
-    vectors,
-)
 
 from ocigitops.verifier import keys
 from ocigitops.verifier.bundles import (
@@ -50,6 +35,21 @@ from ocigitops.verifier.errors import (
 )
 from ocigitops.verifier.identity import IdentityPolicy, certificate_issuer, certificate_subjects
 from ocigitops.verifier.results import SignatureVerification
+from tests.helpers.vectors import (
+    CONFORMANCE,
+    COSIGN,
+    DEFAULT_IDENTITY,
+    DEFAULT_ISSUER,
+    SIGSTORE_PY,
+    FakeSigstore,
+    conformance_cases,
+    dumps,
+    hashedrekord_body,
+    message_bundle,
+    now,
+    pem,
+    vectors,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519
-from verifier_vectors import COSIGN, vectors
 
 from ocigitops.verifier import keys
 from ocigitops.verifier.errors import (
@@ -18,6 +17,7 @@ from ocigitops.verifier.errors import (
     UnsupportedKeyError,
     WrongPasswordError,
 )
+from tests.helpers.vectors import COSIGN, vectors
 
 pytestmark = pytest.mark.unit
 
@@ -113,7 +113,7 @@ def test_unsupported_public_key_types() -> None:
 
 
 def test_rsa_size_limits_on_public_keys() -> None:
-    from verifier_vectors import rsa_key
+    from tests.helpers.vectors import rsa_key
 
     with pytest.raises(UnsupportedKeyError, match="too small"):
         keys.load_public_key(keys.public_key_pem(rsa_key(1024).public_key()))

@@ -15,19 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from verifier_vectors import (
-    NOTATION,
-    NOTATION_TRUSTSTORE,
-    der,
-    make_ca,
-    make_leaf,
-    name,
-    now,
-    pem,
-    rsa_key,
-    trust_policy,
-    vectors,
-)
 
 from ocigitops.verifier.errors import (
     CertificateError,
@@ -50,6 +37,20 @@ from ocigitops.verifier.notation import (
     verify_notation,
 )
 from ocigitops.verifier.trustpolicy import TrustStore, parse_dn, parse_trust_policy
+from tests.helpers.vectors import (
+    NOTATION,
+    NOTATION_TRUSTSTORE,
+    b64url,
+    der,
+    make_ca,
+    make_leaf,
+    name,
+    now,
+    pem,
+    rsa_key,
+    trust_policy,
+    vectors,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -245,10 +246,6 @@ def test_bad_countersignatures(tmp_path: Path, token: str) -> None:
 
 # -- envelopes we build: algorithms, chains, malformed input -------------------------------
 
-def _b64u(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
 def _chain(key: Any, *, eku: bool = True, days: int = 30) -> tuple[list[x509.Certificate], Any]:
     root, root_key = make_ca("Test Root", C="US", ST="WA", O="Acme")
     leaf = make_leaf(root, root_key, name("signer", C="US", ST="WA", O="Acme"), key,
@@ -265,7 +262,7 @@ def _jws(key: Any, chain: list[x509.Certificate], digest: str, *, alg: str,
             "io.cncf.notary.signingTime": now().isoformat(), **(extra or {})}
     payload = json.dumps({"targetArtifact": {"mediaType": "application/vnd.oci.image.manifest"
                                              ".v1+json", "digest": digest, "size": 10}}).encode()
-    p, pl = _b64u(json.dumps(prot).encode()), _b64u(payload)
+    p, pl = b64url(json.dumps(prot).encode()), b64url(payload)
     signing_input = f"{p}.{pl}".encode()
     h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[2:]]
     if alg.startswith("PS"):
@@ -274,7 +271,7 @@ def _jws(key: Any, chain: list[x509.Certificate], digest: str, *, alg: str,
         r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(h)))
         n = (key.curve.key_size + 7) // 8
         sig = r.to_bytes(n, "big") + s.to_bytes(n, "big")
-    return json.dumps({"payload": pl, "protected": p, "signature": _b64u(sig),
+    return json.dumps({"payload": pl, "protected": p, "signature": b64url(sig),
                        "header": {"x5c": [base64.b64encode(der(c)).decode()
                                           for c in chain]}}).encode()
 
@@ -322,7 +319,7 @@ def test_unknown_algorithm_and_crit() -> None:
     env = json.loads(_jws(key, chain, DIGEST, alg="ES256"))
     prot = json.loads(base64.urlsafe_b64decode(env["protected"] + "=="))
     prot["alg"] = "HS256"
-    env["protected"] = _b64u(json.dumps(prot).encode())
+    env["protected"] = b64url(json.dumps(prot).encode())
     with pytest.raises(UnsupportedAlgorithmError, match="HS256"):
         parse_envelope(json.dumps(env).encode(), JWS_MEDIA_TYPE)
     ext = _jws(key, chain, DIGEST, alg="ES256", extra={"acme.custom": "x"},
@@ -516,10 +513,10 @@ def test_dn_parsing() -> None:
 
 def _jws_raw(key: Any, chain: list[x509.Certificate], protected: bytes, payload: bytes) -> bytes:
     """A JWS over exactly these protected-header and payload bytes (ES256)."""
-    p, pl = _b64u(protected), _b64u(payload)
+    p, pl = b64url(protected), b64url(payload)
     r, s = decode_dss_signature(key.sign(f"{p}.{pl}".encode(), ec.ECDSA(hashes.SHA256())))
     sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return json.dumps({"payload": pl, "protected": p, "signature": _b64u(sig),
+    return json.dumps({"payload": pl, "protected": p, "signature": b64url(sig),
                        "header": {"x5c": [base64.b64encode(der(c)).decode()
                                           for c in chain]}}).encode()
 

@@ -10,19 +10,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from verifier_vectors import (
-    CONFORMANCE,
-    DEFAULT_IDENTITY,
-    DEFAULT_ISSUER,
-    NOTATION,
-    NOTATION_TRUSTSTORE,
-    FakeSigstore,
-    hashedrekord_body,
-    message_bundle,
-    pem,
-    trust_policy,
-    vectors,
-)
 
 from ocigitops.verifier import keys, policy
 from ocigitops.verifier.bundles import load_trusted_root
@@ -43,6 +30,19 @@ from ocigitops.verifier.policy import (
 )
 from ocigitops.verifier.simplesigning import sign_legacy
 from ocigitops.verifier.trustpolicy import TrustStore, parse_trust_policy
+from tests.helpers.vectors import (
+    CONFORMANCE,
+    DEFAULT_IDENTITY,
+    DEFAULT_ISSUER,
+    NOTATION,
+    NOTATION_TRUSTSTORE,
+    FakeSigstore,
+    hashedrekord_body,
+    message_bundle,
+    pem,
+    trust_policy,
+    vectors,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -11,15 +11,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
-from verifier_vectors import (
-    CONFORMANCE,
-    DEFAULT_ISSUER,
-    FakeSigstore,
-    hashedrekord_body,
-    pem,
-    rsa_key,
-    vectors,
-)
 
 from ocigitops.verifier import keys, rekor, simplesigning
 from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT, load_trusted_root
@@ -38,6 +29,15 @@ from ocigitops.verifier.legacy_keyless import (
     verify_legacy_keyless_signature,
 )
 from ocigitops.verifier.simplesigning import LegacySignature, sign_legacy, verify_legacy_signature
+from tests.helpers.vectors import (
+    CONFORMANCE,
+    DEFAULT_ISSUER,
+    FakeSigstore,
+    hashedrekord_body,
+    pem,
+    rsa_key,
+    vectors,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.tools import debian_registry, tool
+from tests.helpers.tools import debian_registry, tool
 
 
 @dataclass

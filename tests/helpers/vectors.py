@@ -1,7 +1,10 @@
-"""Paths and helpers for the verifier tests (upstream test vectors live outside the repo).
+"""Test vectors and trust material for the verifier tests.
 
-The vectors are in ``<repo>/../shared/testvectors`` (CI clones the repository with ``shared/``
-beside it). A missing directory is a test failure naming it, not a silent skip.
+The upstream vectors are in ``<repo>/../shared/testvectors`` (CI clones the repository with
+``shared/`` beside it). Their absence stops the whole run once, with one message
+(``tests/conftest.py``); should one folder of them be missing, :func:`vectors` fails the test
+naming it, never a silent skip. The rest makes test PKI: CAs and leaves, notation trust
+policies, and :class:`FakeSigstore`, a private Fulcio/CT/Rekor for building bundles.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "testvectors"
-CONFORMANCE = VECTORS / "sigstore-conformance" / "bundle-verify"
-SIGSTORE_PY = VECTORS / "sigstore-python"
-COSIGN = VECTORS / "cosign"
-NOTATION = VECTORS / "notation"
+from tests.helpers.paths import TESTVECTORS
+
+CONFORMANCE = TESTVECTORS / "sigstore-conformance" / "bundle-verify"
+SIGSTORE_PY = TESTVECTORS / "sigstore-python"
+COSIGN = TESTVECTORS / "cosign"
+NOTATION = TESTVECTORS / "notation"
 NOTATION_TRUSTSTORE = NOTATION / "verifier" / "testdata" / "truststore"
 
 DEFAULT_IDENTITY = (
@@ -130,6 +134,13 @@ def trust_policy(level: str = "strict", stores: Iterable[str] = ("ca:valid-trust
 
 def dumps(doc: Any) -> bytes:
     return json.dumps(doc).encode()
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as JWS (notation envelopes, JWTs) encodes its parts."""
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # -- a private sigstore instance for tests -------------------------------------------------
