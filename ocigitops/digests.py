@@ -46,6 +46,12 @@ def hasher(digest: str) -> Hasher:
     return hashlib.sha256() if alg == "sha256" else hashlib.sha512()
 
 
+def hashed(h: Hasher, like: str) -> str:
+    """The digest ``h`` (from :func:`hasher`) has computed so far, as ``alg:hex`` with the
+    algorithm of ``like`` (the digest it was made for)."""
+    return f"{like.partition(':')[0]}:{h.hexdigest()}"
+
+
 def digest_of(data: bytes, like: str = "sha256:") -> str:
     """The digest of ``data`` with the algorithm of ``like`` (sha256 by default)."""
     alg = "sha512" if like.startswith("sha512:") else "sha256"

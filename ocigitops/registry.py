@@ -37,7 +37,7 @@ import httpx
 
 from ocigitops import jsonsafe
 from ocigitops.auth import Challenge, CredentialResolver, Credentials, parse_challenge
-from ocigitops.digests import check_digest, digest_of, hasher, is_digest
+from ocigitops.digests import check_digest, digest_of, hashed, hasher, is_digest
 from ocigitops.errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -859,7 +859,7 @@ class RegistryClient:
             if got != desc.size:
                 raise SizeMismatchError(f"blob {desc.digest} is truncated: got {got} of"
                                         f" {desc.size} bytes")
-            actual = desc.digest.partition(":")[0] + ":" + h.hexdigest()
+            actual = hashed(h, desc.digest)
             if actual != desc.digest:
                 raise DigestMismatchError(f"blob {desc.digest} hashes to {actual}: corrupted"
                                           " or tampered layer")

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import IO
 
-from ocigitops.digests import Hasher, check_digest, hasher, is_digest
+from ocigitops.digests import Hasher, check_digest, hashed, hasher, is_digest
 from ocigitops.errors import DigestMismatchError, OcigitopsError
 from ocigitops.extract import DEFAULT_LIMITS, Limits, commit_dir, extract_stream, staging_dir
 
@@ -68,7 +68,7 @@ class ArtifactCache:
                 async for chunk in chunks:
                     sha.update(chunk)
                     out.write(chunk)
-            actual = f"{digest.partition(':')[0]}:{sha.hexdigest()}"
+            actual = hashed(sha, digest)
             if actual != digest:
                 raise DigestMismatchError(f"artifact stream hashed to {actual}, expected"
                                           f" {digest}")
@@ -103,7 +103,7 @@ class ArtifactCache:
                     failure = e  # decide below: a corrupt cache entry or a bad artifact
                 while reader.read(1024 * 1024):
                     pass  # hash the gzip trailer and anything after the tar end
-            if f"{digest.partition(':')[0]}:{reader.sha.hexdigest()}" != digest:
+            if hashed(reader.sha, digest) != digest:
                 src.unlink(missing_ok=True)
                 raise CorruptCacheError(f"cached artifact {digest} is corrupt: removed, it"
                                         " will be fetched again")

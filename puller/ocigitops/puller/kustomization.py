@@ -1,7 +1,8 @@
 """Kustomization reconciliation, with Flux's semantics.
 
-1. Wait for ``dependsOn`` Kustomizations to be Ready and for the source to have an
-   artifact.
+1. Read the source's artifact through the source contract (any source kind:
+   :mod:`ocigitops.puller.sources.contract`), then wait for ``dependsOn``
+   Kustomizations to be Ready.
 2. Extract the source's artifact from the cache (verified on read) into a private
    directory, apply the source's ignore rules, and build ``path`` with the sandboxed real
    kustomize through a generated overlay carrying ``targetNamespace``,
@@ -23,12 +24,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ocigitops.duration import format_duration
 from ocigitops.errors import OcigitopsError
 from ocigitops.ignore import matcher, read_sourceignore
 from ocigitops.puller import conditions as cond
@@ -36,9 +38,10 @@ from ocigitops.puller.api.kustomization import (
     HISTORY_LIMIT,
     KIND,
     Kustomization,
+    KustomizationStatus,
     parse_kustomization,
 )
-from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.api.meta import API_VERSION, FINALIZER
 from ocigitops.puller.api.schema import ValidationError
 from ocigitops.puller.apply import (
     OWNER_NAME_LABEL,
@@ -53,12 +56,24 @@ from ocigitops.puller.apply import (
 )
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient, UnknownKindError
-from ocigitops.puller.reconcile import Outcome, begin
+from ocigitops.puller.reconcile import Outcome, begin, prepare
+from ocigitops.puller.runtime.reconciler import (
+    Deps,
+    ObjectKey,
+    Progress,
+    Reconciler,
+    no_progress,
+)
+from ocigitops.puller.sources.contract import (
+    ArtifactNotReadyError,
+    SourceArtifact,
+    SourceError,
+    SourceKind,
+    get_artifact,
+)
 from ocigitops.puller.substitute import substitute_objects
 from ocigitops.render import build_kustomization
 
-SOURCE_API_VERSION = API_VERSION
-FINALIZER = "finalizers.ocigitops.dev"
 OVERLAY_DIR = "__ocigitops_overlay__"
 
 
@@ -68,14 +83,30 @@ class KustomizeContext:
 
     kube: DynamicClient
     cache: ArtifactCache
+    #: The source kinds a sourceRef may name, and those this process reconciles.
+    sources: Mapping[str, SourceKind] = field(default_factory=dict)
+    served: frozenset[str] = frozenset()
     #: Forbid sourceRef/dependsOn in other namespaces (``--no-cross-namespace-refs``).
     no_cross_namespace_refs: bool = False
     build_timeout: float = 120.0
     #: An undefined postBuild variable without a default fails the build (Flux 2.9's
     #: default, StrictPostBuildSubstitutions); ``--no-strict-substitution`` turns it off.
     strict_substitution: bool = True
-    #: Returns a dynamic client impersonating nobody (used to read Kustomizations).
+    #: How soon a Kustomization waiting for a source artifact or a dependency looks
+    #: again (Flux's ``--requeue-dependency``).
+    requeue_dependency: float = 30.0
     clock: Callable[[], float] = time.time
+    #: Writes the status while a revision is being applied (Reconciling=True).
+    progress: Progress = no_progress
+
+    @classmethod
+    def from_deps(cls, deps: Deps) -> KustomizeContext:
+        """The context the runtime builds for this kind."""
+        o = deps.options
+        return cls(kube=deps.kube, cache=deps.cache, sources=deps.sources,
+                   served=deps.served, no_cross_namespace_refs=o.no_cross_namespace_refs,
+                   strict_substitution=o.strict_substitution,
+                   requeue_dependency=o.requeue_dependency, progress=deps.progress)
 
 
 class NotReadyError(OcigitopsError):
@@ -191,14 +222,14 @@ def _checksum(objs: list[dict[str, Any]]) -> str:
         json.dumps(objs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _build_sync(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
-                ignore: str | None) -> list[dict[str, Any]]:
+def _build_sync(ctx: KustomizeContext, ks: Kustomization, source: SourceArtifact,
+                ) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ocigitops-build-") as tmp:
         tree = Path(tmp) / "artifact"
         # The same bound as the kustomize build: a thread cannot be cancelled, so the
         # extraction stops itself.
-        ctx.cache.extract(artifact_digest, tree,
-                          deadline=time.monotonic() + ctx.build_timeout)
+        source.extract(tree, deadline=time.monotonic() + ctx.build_timeout)
+        ignore = source.ignore
         patterns = read_sourceignore(tree) + ([ignore] if ignore else [])
         _apply_ignore(tree, patterns)
         overlay = _overlay(ks, tree)
@@ -206,12 +237,13 @@ def _build_sync(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-async def build(ctx: KustomizeContext, ks: Kustomization, artifact_digest: str,
-                ignore: str | None) -> list[dict[str, Any]]:
-    """Extract the artifact, build the overlay, substitute: the objects to apply."""
+async def build(ctx: KustomizeContext, ks: Kustomization, source: SourceArtifact,
+                ) -> list[dict[str, Any]]:
+    """Extract the source's artifact, build the overlay, substitute: the objects to
+    apply."""
     # Extraction, the kustomize process and YAML parsing run on a thread: on the event
     # loop they would stall every other reconcile for the length of each build.
-    objs = await asyncio.to_thread(_build_sync, ctx, ks, artifact_digest, ignore)
+    objs = await asyncio.to_thread(_build_sync, ctx, ks, source)
     pb = ks.spec.post_build
     if pb is not None:
         # As Flux: no postBuild, no substitution (a literal ${X} a user ships stays); with
@@ -234,7 +266,7 @@ def _impersonation(ks: Kustomization) -> str | None:
 
 async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
     """Handle deletion: garbage-collect per ``deletionPolicy`` and release the finalizer."""
-    status = dict(obj.get("status") or {})
+    status = begin(obj, KustomizationStatus).status
     try:
         ks = parse_kustomization(obj)
     except (ValidationError, ValueError):
@@ -255,10 +287,10 @@ async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
             # Keep the finalizer and what is left: releasing it would orphan those objects.
             status["inventory"] = {"entries": [r.inventory_entry() for r in e.refs]}
             conditions = [dict(c) for c in status.get("conditions") or []]
-            cond.mark_failed(conditions, "PruneFailed", str(e), generation)
+            cond.mark_failed(conditions, cond.PRUNE_FAILED, str(e), generation)
             status["conditions"] = conditions
             return Outcome(status, ks.spec.retry_interval_seconds,
-                           [("Warning", "PruneFailed", str(e))], failed=True)
+                           [("Warning", cond.PRUNE_FAILED, str(e))], failed=True)
         if policy == "WaitForTermination":
             left = [r for r in old if await _still_there(ctx, r, _impersonation(ks))]
             if left:
@@ -267,7 +299,7 @@ async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
                 msg = (f"waiting for {len(left)} object(s) to terminate: "
                        + ", ".join(str(r) for r in left[:3]))
                 conditions = [dict(c) for c in status.get("conditions") or []]
-                cond.mark_reconciling(conditions, "WaitingForTermination", msg, generation)
+                cond.mark_reconciling(conditions, cond.WAITING_FOR_TERMINATION, msg, generation)
                 status["conditions"] = conditions
                 status["inventory"] = {"entries": [r.inventory_entry() for r in left]}
                 return Outcome(status, TERMINATION_POLL)
@@ -292,45 +324,68 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
     md = obj.get("metadata") or {}
     if md.get("deletionTimestamp"):
         return await finalize(ctx, obj)
-    start = begin(obj)
+    prep = prepare(obj, KustomizationStatus, parse_kustomization)
+    if isinstance(prep, Outcome):
+        return prep
+    ks, start = prep.obj, prep.start
     generation, status, conditions = start.generation, start.status, start.conditions
-    try:
-        ks = parse_kustomization(obj)
-    except (ValidationError, ValueError) as e:
-        return Outcome(status, None, [start.invalid(e)], failed=True)
-    if ks.spec.suspend:
-        return Outcome(status, None)
     add_finalizer = FINALIZER not in (md.get("finalizers") or [])
     interval = ks.spec.interval_seconds
     retry = ks.spec.retry_interval_seconds or interval
     started = ctx.clock()
+
+    # Flux's order: the source first, then dependsOn.
     try:
-        source, artifact = await _source(ctx, ks)
-    except NotReadyError as e:
-        cond.mark_reconciling(conditions, "DependencyNotReady", str(e), generation)
-        cond.set_condition(conditions, cond.READY, cond.FALSE, "DependencyNotReady", str(e),
-                           generation)
-        return Outcome(status, retry, add_finalizer=add_finalizer)
-    except OcigitopsError as e:
-        cond.mark_failed(conditions, "ArtifactFailed", str(e), generation)
-        status["observedGeneration"] = generation
-        return Outcome(status, retry, [("Warning", "ArtifactFailed", str(e))], failed=True,
+        source = await _source(ctx, ks)
+    except AccessDeniedError as e:
+        # Only an edit of the object (or of the controller's flags) can fix this.
+        cond.mark_failed(conditions, cond.ACCESS_DENIED, str(e), generation, stalled=True)
+        return Outcome(status, None, [("Warning", cond.ACCESS_DENIED, str(e))], failed=True,
                        add_finalizer=add_finalizer)
-    revision = str(artifact.get("revision", ""))
-    status["lastAttemptedRevision"] = revision
+    except ArtifactNotReadyError as e:
+        msg = f"{e}, retrying in {format_duration(ctx.requeue_dependency)}"
+        cond.mark_failed(conditions, cond.ARTIFACT_FAILED, msg, generation)
+        return Outcome(status, ctx.requeue_dependency, waiting=True,
+                       add_finalizer=add_finalizer)
+    except SourceError as e:
+        cond.mark_failed(conditions, cond.ARTIFACT_FAILED, str(e), generation)
+        return Outcome(status, retry, waiting=True, add_finalizer=add_finalizer)
     try:
-        objs = await build(ctx, ks, str(artifact["digest"]),
-                           ((source.get("spec") or {}).get("ignore")))
+        await _dependencies(ctx, ks)
+    except AccessDeniedError as e:
+        cond.mark_failed(conditions, cond.ACCESS_DENIED, str(e), generation, stalled=True)
+        return Outcome(status, None, [("Warning", cond.ACCESS_DENIED, str(e))], failed=True,
+                       add_finalizer=add_finalizer)
+    except NotReadyError as e:
+        cond.mark_failed(conditions, cond.DEPENDENCY_NOT_READY, str(e), generation)
+        return Outcome(status, ctx.requeue_dependency, waiting=True,
+                       add_finalizer=add_finalizer)
+
+    revision = source.revision
+    status["lastAttemptedRevision"] = revision
+    timeout = ks.spec.timeout_seconds or interval
+    # Work in progress is written before the build and apply when there is new work (a
+    # new revision, a new generation, or recovering from a failure), as
+    # kustomize-controller does; the periodic re-apply of a Ready revision stays quiet.
+    report = (status.get("lastAppliedRevision") != revision
+              or status.get("observedGeneration") != generation
+              or not cond.is_true(conditions, cond.READY))
+    if report:
+        cond.mark_reconciling(conditions, cond.PROGRESSING,
+                              f"Fetching manifests for revision {revision} with a timeout of"
+                              f" {format_duration(timeout)}", generation)
+        await ctx.progress(obj, status)
+    try:
+        objs = await build(ctx, ks, source)
     except OcigitopsError as e:
         msg = f"build of revision {revision} failed: {e}"
-        cond.mark_failed(conditions, "BuildFailed", msg, generation)
+        cond.mark_failed(conditions, cond.BUILD_FAILED, msg, generation)
         status["observedGeneration"] = generation
-        return Outcome(status, retry, [("Warning", "BuildFailed", msg)], failed=True,
+        return Outcome(status, retry, [("Warning", cond.BUILD_FAILED, msg)], failed=True,
                        add_finalizer=add_finalizer)
     impersonate = _impersonation(ks)
     old = [ObjRef.from_inventory(e) for e in
            ((status.get("inventory") or {}).get("entries") or [])]
-    timeout = ks.spec.timeout_seconds or interval
     # The failure's reason comes from the step that failed, not from words in its message
     # (an object or namespace named "ready-..." or "health..." made an apply refusal look
     # like a failed health check).
@@ -359,11 +414,27 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
                          else ("", "")]]
         if checks:
             step = "health"
+            msg = (f"Running health checks for revision {revision} with a timeout of"
+                   f" {format_duration(timeout)}")
+            healthy = cond.find(conditions, cond.HEALTHY)
+            if report or healthy is None or healthy.get("status") != cond.TRUE:
+                cond.set_condition(conditions, cond.HEALTHY, cond.UNKNOWN, cond.PROGRESSING,
+                                   msg, generation)
+                cond.mark_reconciling(conditions, cond.PROGRESSING, msg, generation)
+                await ctx.progress(obj, status)
+            health_start = ctx.clock()
             await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate)
+            cond.set_condition(conditions, cond.HEALTHY, cond.TRUE, cond.SUCCEEDED,
+                               f"Health check passed in {ctx.clock() - health_start:.3f}s",
+                               generation)
+        else:
+            cond.remove(conditions, cond.HEALTHY)
     except (ApplyError, OcigitopsError) as e:
-        reason = {"health": "HealthCheckFailed", "prune": "PruneFailed"}.get(
-            step, "ReconciliationFailed")
+        reason = {"health": cond.HEALTH_CHECK_FAILED, "prune": cond.PRUNE_FAILED}.get(
+            step, cond.RECONCILIATION_FAILED)
         msg = f"{e}"
+        if step == "health":
+            cond.set_condition(conditions, cond.HEALTHY, cond.FALSE, reason, msg, generation)
         cond.mark_failed(conditions, reason, msg, generation)
         status["observedGeneration"] = generation
         _record_history(status, _checksum(objs), revision, ctx.clock() - started, reason)
@@ -373,42 +444,52 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
     status["lastAppliedRevision"] = revision
     status["observedGeneration"] = generation
     _record_history(status, _checksum(objs), revision, ctx.clock() - started)
-    cond.mark_ready(conditions, "ReconciliationSucceeded",
+    cond.mark_ready(conditions, cond.RECONCILIATION_SUCCEEDED,
                     f"Applied revision: {revision}", generation)
-    events = [("Normal", "ReconciliationSucceeded",
-               f"applied revision {revision}: {result.summary()}")] if first or \
-        any(a in result.changes for a in ("created", "configured", "deleted")) else []
-    return Outcome(status, interval, events, add_finalizer=add_finalizer)
+    changed = first or any(a in result.changes for a in ("created", "configured", "deleted"))
+    events = [("Normal", cond.RECONCILIATION_SUCCEEDED,
+               f"applied revision {revision}: {result.summary()}")] if changed else []
+    return Outcome(status, interval, events, changed=changed, add_finalizer=add_finalizer)
 
 
-async def _source(ctx: KustomizeContext, ks: Kustomization,
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+class AccessDeniedError(OcigitopsError):
+    """A reference to another namespace while ``--no-cross-namespace-refs`` is set."""
+
+
+async def _source(ctx: KustomizeContext, ks: Kustomization) -> SourceArtifact:
+    ref = ks.spec.source_ref
+    src_ns = ref.namespace or ks.metadata.namespace
+    if ctx.no_cross_namespace_refs and src_ns != ks.metadata.namespace:
+        raise AccessDeniedError(f"can't access '{ref.kind}/{src_ns}/{ref.name}',"
+                                " cross-namespace references have been blocked")
+    return await get_artifact(ctx.kube, ctx.cache, ctx.sources, ctx.served, ref.kind,
+                              src_ns, ref.name)
+
+
+async def _dependencies(ctx: KustomizeContext, ks: Kustomization) -> None:
     ns = ks.metadata.namespace
     for dep in ks.spec.depends_on:
         dep_ns = dep.namespace or ns
         if ctx.no_cross_namespace_refs and dep_ns != ns:
-            raise OcigitopsError(f"dependsOn {dep_ns}/{dep.name}: cross-namespace references"
-                                 " are not allowed")
+            raise AccessDeniedError(f"can't access '{KIND}/{dep_ns}/{dep.name}',"
+                                    " cross-namespace references have been blocked")
         other = await ctx.kube.get(API_VERSION, KIND, dep.name, dep_ns)
         if not _ready(other):
             raise NotReadyError(f"dependency '{dep_ns}/{dep.name}' is not ready")
-    ref = ks.spec.source_ref
-    src_ns = ref.namespace or ns
-    if ctx.no_cross_namespace_refs and src_ns != ns:
-        raise OcigitopsError(f"sourceRef {src_ns}/{ref.name}: cross-namespace references are"
-                             " not allowed")
-    if ref.kind != "OCIRepository":
-        raise OcigitopsError(f"source kind {ref.kind} is not supported yet")
-    source = await ctx.kube.get(SOURCE_API_VERSION, ref.kind, ref.name, src_ns)
-    if source is None:
-        raise NotReadyError(f"{ref.kind} '{src_ns}/{ref.name}' not found")
-    artifact = (source.get("status") or {}).get("artifact")
-    if not artifact or not artifact.get("digest"):
-        raise NotReadyError(f"{ref.kind} '{src_ns}/{ref.name}' has no artifact yet")
-    if not ctx.cache.has(str(artifact["digest"])):
-        raise NotReadyError(f"artifact {artifact['digest']} of {ref.kind} "
-                            f"'{src_ns}/{ref.name}' is not in the cache yet")
-    return source, artifact
+
+
+def references(obj: Mapping[str, Any]) -> list[ObjectKey]:
+    """What wakes a Kustomization: its source and its ``dependsOn``."""
+    spec = obj.get("spec") or {}
+    ns = (obj.get("metadata") or {}).get("namespace") or ""
+    out: list[ObjectKey] = []
+    ref = spec.get("sourceRef")
+    if isinstance(ref, Mapping):
+        out.append((str(ref.get("kind")), ref.get("namespace") or ns, str(ref.get("name"))))
+    for dep in spec.get("dependsOn") or []:
+        if isinstance(dep, Mapping):
+            out.append((KIND, dep.get("namespace") or ns, str(dep.get("name"))))
+    return out
 
 
 def _record_history(status: dict[str, Any], digest: str, revision: str,
@@ -430,3 +511,11 @@ def _record_history(status: dict[str, Any], digest: str, revision: str,
                            "lastReconciledDuration": f"{duration:.3f}s",
                            "metadata": {"revision": revision}})
     status["history"] = history[:HISTORY_LIMIT]
+
+
+#: Kustomization's place in the controller runtime.
+RECONCILER: Reconciler[KustomizeContext] = Reconciler(
+    name="kustomization", kind=KIND, plural="kustomizations",
+    status_type=KustomizationStatus, context=KustomizeContext.from_deps,
+    reconcile=reconcile, finalizer=FINALIZER, references=references,
+    aliases=("kustomizations", "ks"))

@@ -1,9 +1,13 @@
 """The controller process: informers, queues, workers, leader election, metrics, health.
 
-One process runs both reconcilers (docs/architecture.md decision 1). Informers run on every
-replica so a new leader starts warm; workers run only on the leader. A source that stores
-a new revision wakes the Kustomizations that use it at once, and a Kustomization that
-becomes Ready wakes those that depend on it, instead of waiting for their intervals.
+One process runs every registered kind (:mod:`ocigitops.puller.reconcilers`;
+docs/architecture.md, "The runtime"). Nothing here is specific to a kind: each
+:class:`~ocigitops.puller.runtime.reconciler.Reconciler` brings its type, context,
+reconcile function, finalizer and references. Informers run on every replica so a new
+leader starts warm; workers run only on the leader. An object that changes (a source
+storing a new revision, a Kustomization applying one) wakes at once the objects that
+reference it, and one that becomes Ready wakes those waiting on it, instead of leaving
+them to their intervals. Every status goes out through the kind's typed status.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,45 +33,32 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 
 from ocigitops.puller import conditions as cond
-from ocigitops.puller import kustomization as ks_rec
-from ocigitops.puller.api.meta import GROUP, RECONCILE_REQUESTED_AT, VERSION
+from ocigitops.puller import reconcilers
+from ocigitops.puller.api.meta import RECONCILE_REQUESTED_AT
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient
-from ocigitops.puller.reconcile import Outcome
+from ocigitops.puller.reconcile import Outcome, merge_patch, typed_status
 from ocigitops.puller.runtime.informer import Informer, Key
 from ocigitops.puller.runtime.leader import LeaderElector
+from ocigitops.puller.runtime.options import Options, default_cache_dir
 from ocigitops.puller.runtime.queue import ShutDown, WorkQueue, jittered
-from ocigitops.puller.sources import oci as oci_rec
+from ocigitops.puller.runtime.reconciler import Deps, Reconciler
 
 log = logging.getLogger("ocigitops.controller")
 
-#: The Ready reason of a Kustomization waiting for its source or a ``dependsOn``.
-DEPENDENCY_NOT_READY = "DependencyNotReady"
-
-OCIRepositoryRes = create_namespaced_resource(GROUP, VERSION, "OCIRepository",
-                                              "ocirepositories")
-KustomizationRes = create_namespaced_resource(GROUP, VERSION, "Kustomization",
-                                              "kustomizations")
+__all__ = ["Controller", "KindRuntime", "Options", "run", "serve", "setup_logging"]
 
 
-@dataclass
-class Options:
-    """``ocigitops controller run`` flags."""
+def resource_of(rec: Reconciler[Any]) -> Any:
+    """The lightkube resource class of a reconciler's kind."""
+    group, _, version = rec.api_version.partition("/")
+    return create_namespaced_resource(group, version, rec.kind, rec.plural)
 
-    kubeconfig: str | None = None
-    concurrent: int = 4
-    metrics_addr: str = ":8080"
-    health_addr: str = ":9440"
-    leader_elect: bool = False
-    leader_namespace: str = "ocigitops-system"
-    leader_name: str = "ocigitops-controller"
-    watch_namespace: str | None = None
-    watch_label_selector: str | None = None
-    no_cross_namespace_refs: bool = False
-    strict_substitution: bool = True
-    cache_dir: str = "/tmp/ocigitops-cache"
-    requeue_dependency: float = 30.0
-    shutdown_timeout: float = 30.0
+
+#: lightkube resources of every known kind, by kind.
+RESOURCES: dict[str, Any] = {r.kind: resource_of(r) for r in reconcilers.ALL}
+OCIRepositoryRes = RESOURCES["OCIRepository"]
+KustomizationRes = RESOURCES["Kustomization"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -166,113 +157,130 @@ def _interesting(kind: str, old: Any | None, new: Any) -> bool:
             or bool(n.get("deletionTimestamp")) != bool(o.get("deletionTimestamp")))
 
 
-class Controller:
-    """The two reconcilers with their informers and queues."""
+@dataclass
+class KindRuntime:
+    """One registered kind at run time: its reconciler, context, queue and informer."""
 
-    def __init__(self, opts: Options, client: AsyncClient, dyn: DynamicClient) -> None:
+    rec: Reconciler[Any]
+    context: Any
+    queue: WorkQueue[Key]
+    informer: Informer
+    #: Objects whose last reconcile waits on something they reference.
+    waiting: set[Key] = field(default_factory=set)
+
+
+class Controller:
+    """Every selected kind with its informer, queue and workers."""
+
+    def __init__(self, opts: Options, client: AsyncClient, dyn: DynamicClient,
+                 kinds: tuple[Reconciler[Any], ...] | None = None) -> None:
         self.opts = opts
         self.client = client
         self.dyn = dyn
-        self.cache = ArtifactCache(Path(opts.cache_dir))
+        self.cache = ArtifactCache(Path(opts.cache_dir or default_cache_dir()))
         self.metrics = Metrics()
-        self.sources: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=300.0)
-        self.kustomizations: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=300.0)
+        selected = kinds if kinds is not None else reconcilers.select(opts.controllers)
+        # The status last written for an object during its current reconcile (by a
+        # progress report): the final write is a patch against it, not against the
+        # informer's older copy.
+        self._written: dict[tuple[str, Key], dict[str, Any]] = {}
+        deps = Deps(kube=dyn, cache=self.cache, options=opts,
+                    sources={r.source.kind: r.source for r in reconcilers.ALL if r.source},
+                    served=frozenset(r.kind for r in selected), progress=self._progress)
         labels = _parse_selector(opts.watch_label_selector)
-        self.source_informer = Informer(client, OCIRepositoryRes, self._on_source,
-                                        namespace=opts.watch_namespace, labels=labels)
-        self.ks_informer = Informer(client, KustomizationRes, self._on_kustomization,
-                                    namespace=opts.watch_namespace, labels=labels)
-        self.source_ctx = oci_rec.SourceContext(kube=dyn, cache=self.cache,
-                                                per_host=max(1, opts.concurrent // 2))
-        self.ks_ctx = ks_rec.KustomizeContext(kube=dyn, cache=self.cache,
-                                              no_cross_namespace_refs=opts.no_cross_namespace_refs,
-                                              strict_substitution=opts.strict_substitution)
+        self.kinds: dict[str, KindRuntime] = {}
+        for rec in selected:
+            queue: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=300.0)
+            informer = Informer(client, resource_of(rec),
+                                functools.partial(self._on_event, rec.kind),
+                                namespace=opts.watch_namespace, labels=labels)
+            self.kinds[rec.kind] = KindRuntime(rec, rec.context(deps), queue, informer)
+            # Read at scrape time: exported from the start (a follower, or a leader that
+            # has not finished a reconcile yet, has a series too) and never stale.
+            self.metrics.queue_depth.labels(rec.kind).set_function(
+                functools.partial(_depth, queue))
         self.leading = not opts.leader_elect
-        # Read at scrape time: exported from the start (a follower, or a leader that has
-        # not finished a reconcile yet, has a series too) and never stale between
-        # reconciles (a value set after each reconcile missed keys added since).
-        for kind, queue in (("OCIRepository", self.sources),
-                            ("Kustomization", self.kustomizations)):
-            self.metrics.queue_depth.labels(kind).set_function(functools.partial(
-                _depth, queue))
 
-    def _on_source(self, kind: str, old: Any | None, new: Any) -> None:
-        if _interesting(kind, old, new):
-            self.sources.add(_key(new))
+    def _on_event(self, kind: str, event: str, old: Any | None, new: Any) -> None:
+        if _interesting(event, old, new):
+            self.kinds[kind].queue.add(_key(new))
 
-    def _on_kustomization(self, kind: str, old: Any | None, new: Any) -> None:
-        if _interesting(kind, old, new):
-            self.kustomizations.add(_key(new))
+    async def _progress(self, obj: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """Write a status while the reconcile is still working (Reconciling=True)."""
+        rt = self.kinds.get(str(obj.get("kind") or ""))
+        if rt is not None:
+            await self._write_status(rt, obj, dict(status))
 
-    def _waiting(self, obj: Any) -> bool:
-        """A Kustomization parked on ``DependencyNotReady`` (its source or a dependency), or
-        one being reconciled right now (it may be about to park: the add marks it dirty
-        so it runs once more)."""
-        ready = cond.find(list((obj.get("status") or {}).get("conditions") or []), cond.READY)
-        return bool(ready and ready.get("reason") == DEPENDENCY_NOT_READY) \
-            or self.kustomizations.is_processing(_key(obj))
+    async def _write_status(self, rt: KindRuntime, obj: Mapping[str, Any],
+                            status: dict[str, Any]) -> None:
+        key = _key(obj)
+        # Through the typed status: a field the API does not declare, or a condition the
+        # CRD would refuse, is a bug to fix, never something to write half of.
+        new = typed_status(rt.rec.status_type, status)
+        base = self._written.get((rt.rec.kind, key), dict(obj.get("status") or {}))
+        patch = merge_patch(base, new)
+        if patch:
+            await self.dyn.patch_status(rt.rec.api_version, rt.rec.kind, key[1], key[0],
+                                        patch)
+        self._written[(rt.rec.kind, key)] = new
 
-    def _wake_users_of(self, source_key: Key, *, only_waiting: bool = False) -> None:
-        for obj in self.ks_informer.items():
-            ref = (obj.get("spec") or {}).get("sourceRef") or {}
-            ns = ref.get("namespace") or _key(obj)[0]
-            if ref.get("kind") == "OCIRepository" and (ns, ref.get("name")) == source_key \
-                    and (not only_waiting or self._waiting(obj)):
-                self.kustomizations.add(_key(obj))
+    def _referencing(self, kind: str, key: Key) -> list[tuple[KindRuntime, Any]]:
+        """Objects of every running kind whose references include ``kind``/``key``."""
+        target = (kind, *key)
+        return [(rt, obj) for rt in self.kinds.values() for obj in rt.informer.items()
+                if target in rt.rec.references(obj)]
 
-    def _wake_dependents_of(self, ks_key: Key, *, only_waiting: bool = False) -> None:
-        for obj in self.ks_informer.items():
-            for dep in (obj.get("spec") or {}).get("dependsOn") or []:
-                if ((dep.get("namespace") or _key(obj)[0]), dep.get("name")) \
-                        == ks_key and (not only_waiting or self._waiting(obj)):
-                    self.kustomizations.add(_key(obj))
+    def _wake(self, kind: str, key: Key, out: Outcome) -> None:
+        ready = cond.is_true(list(out.status.get("conditions") or []), cond.READY)
+        if not (out.changed or ready):
+            return
+        for rt, obj in self._referencing(kind, key):
+            other = _key(obj)
+            # A change wakes every user. Ready without a change wakes those parked on it:
+            # after a restart (or on a new leader) the artifact cache starts empty, and a
+            # Kustomization reconciled before its source found the artifact missing;
+            # without this it would wait a whole requeue period for the same revision.
+            # One being reconciled right now may be about to park: the add marks it dirty
+            # so it runs once more.
+            if out.changed or other in rt.waiting or rt.queue.is_processing(other):
+                rt.queue.add(other)
 
-    async def _handle(self, kind: str, key: Key, obj: Any) -> float | None:
+    async def _handle(self, rt: KindRuntime, key: Key, obj: Any) -> float | None:
         plain = dict(obj)
-        if kind == "OCIRepository":
-            out: Outcome = await oci_rec.reconcile(plain, self.source_ctx)
-        else:
-            out = await ks_rec.reconcile(plain, self.ks_ctx)
-        api_version = oci_rec.API_VERSION
-        if out.add_finalizer:
+        rec = rt.rec
+        try:
+            out: Outcome = await rec.reconcile(plain, rt.context)
             fins = list((plain.get("metadata") or {}).get("finalizers") or [])
-            await self.dyn.patch_metadata(api_version, kind, key[1], key[0],
-                                          {"finalizers": [*fins, ks_rec.FINALIZER]})
-        if out.remove_finalizer:
-            fins = [f for f in (plain.get("metadata") or {}).get("finalizers") or []
-                    if f != ks_rec.FINALIZER]
-            await self.dyn.patch_metadata(api_version, kind, key[1], key[0],
-                                          {"finalizers": fins})
-            return None
-        if out.status != (plain.get("status") or {}):
-            await self.dyn.patch_status(api_version, kind, key[1], key[0], out.status)
+            if out.add_finalizer and rec.finalizer and rec.finalizer not in fins:
+                await self.dyn.patch_metadata(rec.api_version, rec.kind, key[1], key[0],
+                                              {"finalizers": [*fins, rec.finalizer]})
+            if out.remove_finalizer:
+                await self.dyn.patch_metadata(rec.api_version, rec.kind, key[1], key[0],
+                                              {"finalizers": [f for f in fins
+                                                              if f != rec.finalizer]})
+                rt.waiting.discard(key)
+                return None
+            await self._write_status(rt, plain, out.status)
+        finally:
+            self._written.pop((rec.kind, key), None)
         for type_, reason, message in out.events:
             await self.dyn.event(plain, type_, reason, message)
-        conditions = list(out.status.get("conditions") or [])
-        self.metrics.observe_conditions(kind, key, conditions)
-        ready = cond.find(conditions, cond.READY) or {}
-        # A source that is Ready without a new revision still wakes the Kustomizations
-        # parked on it: after a restart (or on a new leader) the artifact cache starts
-        # empty, a Kustomization reconciled before its source finds the artifact missing
-        # and, without this, would wait a whole retryInterval for the same revision.
-        if kind == "OCIRepository" and out.new_revision:
-            self._wake_users_of(key)
-        elif kind == "OCIRepository" and ready.get("status") == cond.TRUE:
-            self._wake_users_of(key, only_waiting=True)
-        if kind == "Kustomization" and not out.failed and out.events:
-            self._wake_dependents_of(key)
-        elif kind == "Kustomization" and ready.get("status") == cond.TRUE:
-            self._wake_dependents_of(key, only_waiting=True)
+        self.metrics.observe_conditions(rec.kind, key,
+                                        list(out.status.get("conditions") or []))
+        if out.waiting:
+            rt.waiting.add(key)
+        else:
+            rt.waiting.discard(key)
+        self._wake(rec.kind, key, out)
         requeue: float | None = out.requeue_after
-        if kind == "Kustomization" and ready.get("reason") == DEPENDENCY_NOT_READY \
-                and requeue is not None:
+        if out.waiting and requeue is not None:
             # Flux's --requeue-dependency: a missing dependency is polled at this period,
-            # not at retryInterval (often the full interval); Options.requeue_dependency
-            # was otherwise unused.
+            # not at retryInterval (often the full interval).
             requeue = min(requeue, self.opts.requeue_dependency)
         return requeue
 
-    async def _worker(self, kind: str, queue: WorkQueue[Key], informer: Informer) -> None:
+    async def _worker(self, rt: KindRuntime) -> None:
+        kind, queue, informer = rt.rec.kind, rt.queue, rt.informer
         while True:
             try:
                 key = await queue.get()
@@ -283,8 +291,9 @@ class Controller:
                 obj = informer.get(*key)
                 if obj is None:
                     queue.forget(key)
+                    rt.waiting.discard(key)
                     continue
-                requeue = await self._handle(kind, key, obj)
+                requeue = await self._handle(rt, key, obj)
                 queue.forget(key)
                 if requeue:
                     queue.add_after(key, jittered(requeue))
@@ -300,24 +309,19 @@ class Controller:
                 self.metrics.duration.labels(kind).observe(time.monotonic() - start)
 
     async def run_workers(self) -> None:
-        """Workers for both kinds until cancelled (only while leading)."""
-        await asyncio.gather(self.source_informer.synced.wait(),
-                             self.ks_informer.synced.wait())
+        """Workers for every kind until cancelled (only while leading)."""
+        await asyncio.gather(*(rt.informer.synced.wait() for rt in self.kinds.values()))
         # Reconcile everything once at start: intervals resume from here.
-        for obj in self.source_informer.items():
-            self.sources.add(_key(obj))
-        for obj in self.ks_informer.items():
-            self.kustomizations.add(_key(obj))
+        for rt in self.kinds.values():
+            for obj in rt.informer.items():
+                rt.queue.add(_key(obj))
         n = max(1, self.opts.concurrent)
-        await asyncio.gather(
-            *(self._worker("OCIRepository", self.sources, self.source_informer)
-              for _ in range(n)),
-            *(self._worker("Kustomization", self.kustomizations, self.ks_informer)
-              for _ in range(n)))
+        await asyncio.gather(*(self._worker(rt) for rt in self.kinds.values()
+                               for _ in range(n)))
 
     def ready(self) -> bool:
         """Informers synced."""
-        return self.source_informer.synced.is_set() and self.ks_informer.synced.is_set()
+        return all(rt.informer.synced.is_set() for rt in self.kinds.values())
 
 
 def _depth(queue: WorkQueue[Key]) -> float:
@@ -359,15 +363,15 @@ async def run(opts: Options, *, stop: asyncio.Event | None = None,
             "/healthz": lambda: (200, b"ok\n"),
             "/readyz": lambda: (200, b"ok\n") if ctrl.ready() else (503, b"not synced\n")}),
     ) if s is not None]
-    tasks = [asyncio.create_task(ctrl.source_informer.run()),
-             asyncio.create_task(ctrl.ks_informer.run())]
+    tasks = [asyncio.create_task(rt.informer.run()) for rt in ctrl.kinds.values()]
     if opts.leader_elect:
         identity = f"{socket.gethostname()}_{os.getpid()}"
         elector = LeaderElector(client, opts.leader_namespace, opts.leader_name, identity)
         tasks.append(asyncio.create_task(elector.run(ctrl.run_workers)))
     else:
         tasks.append(asyncio.create_task(ctrl.run_workers()))
-    log.info("controller started", extra={"concurrent": opts.concurrent,
+    log.info("controller started", extra={"controllers": ",".join(ctrl.kinds),
+                                          "concurrent": opts.concurrent,
                                           "leader_elect": opts.leader_elect,
                                           "namespace": opts.watch_namespace or "*"})
     if started:
@@ -375,8 +379,8 @@ async def run(opts: Options, *, stop: asyncio.Event | None = None,
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
-    await ctrl.sources.shutdown()
-    await ctrl.kustomizations.shutdown()
+    for rt in ctrl.kinds.values():
+        await rt.queue.shutdown()
     for t in tasks:
         t.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -386,3 +390,12 @@ async def run(opts: Options, *, stop: asyncio.Event | None = None,
     for s in servers:
         s.shutdown()
     await dyn.aclose()
+
+
+def serve(opts: Options, log_level: str = "info") -> None:
+    """``ocigitops controller run``: check the flags, log JSON at ``log_level``, and run
+    until SIGTERM or SIGINT. An unknown ``--controllers`` name fails before anything
+    starts."""
+    reconcilers.select(opts.controllers)
+    setup_logging(getattr(logging, log_level.upper()))
+    asyncio.run(run(opts))

@@ -1,27 +1,37 @@
-"""What every reconcile starts with: a working copy of the status, and the handling of a
-spec that does not parse (Stalled, no retry: only an edit can fix it)."""
+"""What every reconcile starts and ends with: a working copy of the status (only the
+fields the kind's typed status declares), the handling of a spec that does not parse
+(Stalled, no retry: only an edit can fix it), and the :class:`Outcome` handed back to the
+runtime."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ocigitops.puller import conditions as cond
 from ocigitops.puller.api.meta import RECONCILE_REQUESTED_AT
+from ocigitops.puller.api.schema import ValidationError, from_dict, json_name, to_dict
 
 
 @dataclass
 class Outcome:
     """What a reconcile decided: the new status, when to come back, events to record, and
-    what the caller should also do (finalizers, waking dependents)."""
+    what the runtime should also do (finalizers, waking the objects that reference this
+    one)."""
 
     status: dict[str, Any]
     requeue_after: float | None
     events: list[tuple[str, str, str]] = field(default_factory=list)
     failed: bool = False
-    #: A source stored a revision it did not have before.
-    new_revision: bool = False
+    #: Something consumers read changed (a source stored a new revision, a Kustomization
+    #: applied a change): every object referencing this one is woken now.
+    changed: bool = False
+    #: The object waits on something it references (a source without an artifact, a
+    #: dependency not Ready): it is woken when that becomes Ready, and polled at
+    #: ``--requeue-dependency`` meanwhile.
+    waiting: bool = False
     add_finalizer: bool = False
     remove_finalizer: bool = False
 
@@ -36,19 +46,81 @@ class Start:
 
     def invalid(self, error: Exception) -> tuple[str, str, str]:
         """Mark an unparseable spec: Ready=False, Stalled=True; returns the event."""
-        cond.mark_failed(self.conditions, "InvalidSpec", str(error), self.generation,
+        cond.mark_failed(self.conditions, cond.INVALID_SPEC, str(error), self.generation,
                          stalled=True)
         self.status["observedGeneration"] = self.generation
-        return ("Warning", "InvalidSpec", str(error))
+        return ("Warning", cond.INVALID_SPEC, str(error))
 
 
-def begin(obj: Mapping[str, Any]) -> Start:
-    """Copy the status, and record a handled ``requestedAt`` annotation."""
+def begin(obj: Mapping[str, Any], status_type: type | None = None) -> Start:
+    """Copy the status (without fields ``status_type`` does not declare: an older
+    version's leftovers must not make every later status write invalid), and record a
+    handled ``requestedAt`` annotation."""
     md = obj.get("metadata") or {}
     status: dict[str, Any] = dict(obj.get("status") or {})
-    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []]
+    if status_type is not None:
+        known = {json_name(f) for f in dataclasses.fields(status_type)}
+        status = {k: v for k, v in status.items() if k in known}
+    conditions: list[dict[str, Any]] = [dict(c) for c in status.get("conditions") or []
+                                        if isinstance(c, Mapping)]
     status["conditions"] = conditions
     requested = (md.get("annotations") or {}).get(RECONCILE_REQUESTED_AT)
     if requested:
         status["lastHandledReconcileAt"] = requested
     return Start(int(md.get("generation") or 0), status, conditions)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Prepared(Generic[T]):
+    """A parsed object, not suspended, ready to reconcile, with its working status."""
+
+    start: Start
+    obj: T
+
+
+def prepare(obj: Mapping[str, Any], status_type: type, parse: Callable[[Mapping[str, Any]], T],
+            ) -> Prepared[T] | Outcome:
+    """Every reconcile's prelude: :func:`begin`, then parse. An object whose spec does not
+    parse ends here Stalled, and a suspended one ends here untouched; the returned
+    :class:`Outcome` is then the reconcile's result."""
+    start = begin(obj, status_type)
+    try:
+        parsed = parse(obj)
+    except (ValidationError, ValueError) as e:
+        return Outcome(start.status, None, [start.invalid(e)], failed=True)
+    spec = getattr(parsed, "spec", None)
+    if getattr(spec, "suspend", False):
+        return Outcome(start.status, None)
+    return Prepared(start, parsed)
+
+
+def typed_status(status_type: type, status: Mapping[str, Any]) -> dict[str, Any]:
+    """``status`` as the kind's typed status writes it; ``ValidationError`` when it does
+    not fit the API (a bug in the reconciler: the CRD would refuse or prune it)."""
+    out: dict[str, Any] = to_dict(from_dict(status_type, dict(status), path="status"))
+    return out
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning ``old`` into ``new``: a field the new
+    status dropped is sent as null, or the API server would keep it."""
+    out: dict[str, Any] = {}
+    for k, v in new.items():
+        was = old.get(k)
+        if isinstance(v, Mapping) and isinstance(was, Mapping):
+            sub = merge_patch(was, v)
+            if sub:
+                out[k] = sub
+        elif v != was or k not in old:
+            out[k] = v
+    for k in old:
+        if k not in new:
+            out[k] = None
+    return out
+
+
+__all__ = ["Outcome", "Prepared", "Start", "ValidationError", "begin", "merge_patch", "prepare",
+           "typed_status"]

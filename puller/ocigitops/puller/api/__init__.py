@@ -5,7 +5,7 @@ from them and :func:`parse_oci_repository` / :func:`parse_kustomization` parse c
 objects with the same rules and defaults.
 """
 
-from ocigitops.puller.api.duration import format_duration, parse_duration
+from ocigitops.duration import format_duration, parse_duration
 from ocigitops.puller.api.kustomization import (
     Kustomization,
     KustomizationSpec,

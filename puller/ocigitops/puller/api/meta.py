@@ -16,6 +16,9 @@ VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 CATEGORY = "ocigitops"
 
+#: The finalizer on objects whose deletion needs work first (a Kustomization's prune).
+FINALIZER = f"finalizers.{GROUP}"
+
 #: Annotation that asks for a reconcile now (Flux's ``reconcile.fluxcd.io/requestedAt``).
 RECONCILE_REQUESTED_AT = f"reconcile.{GROUP}/requestedAt"
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ocigitops.puller.api.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
+from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
     NAME_MAX,
     READY,

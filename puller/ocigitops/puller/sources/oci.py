@@ -34,21 +34,25 @@ from ocigitops.errors import (
 from ocigitops.extract import DEFAULT_LIMITS
 from ocigitops.puller import conditions as cond
 from ocigitops.puller.api.meta import API_VERSION
-from ocigitops.puller.api.ocirepository import KIND, OCIRepository, parse_oci_repository
-from ocigitops.puller.api.schema import ValidationError
+from ocigitops.puller.api.ocirepository import (
+    KIND,
+    Artifact,
+    OCIRepository,
+    OCIRepositoryStatus,
+    parse_oci_repository,
+)
+from ocigitops.puller.api.schema import to_dict
 from ocigitops.puller.api.verification import build_signature_policy, referenced_secrets
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient
-from ocigitops.puller.reconcile import Outcome, begin
+from ocigitops.puller.reconcile import Outcome, prepare
+from ocigitops.puller.runtime.reconciler import Deps, Progress, Reconciler, no_progress
+from ocigitops.puller.sources.contract import SourceKind
 from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import Manifest, RegistryClient
 from ocigitops.tags import select_latest
 from ocigitops.verifier.errors import PolicyError
 from ocigitops.verifier.verify import verify_artifact
-
-ARTIFACT_IN_STORAGE = "ArtifactInStorage"
-FETCH_FAILED = "FetchFailed"
-SOURCE_VERIFIED = "SourceVerified"
 
 
 @dataclass
@@ -64,6 +68,14 @@ class SourceContext:
     #: ``spec.timeout``), never all of them; the rest are requeued shortly.
     per_host: int = 2
     busy: dict[str, int] = field(default_factory=dict)
+    #: Writes the status while a new revision is being fetched (Reconciling=True).
+    progress: Progress = no_progress
+
+    @classmethod
+    def from_deps(cls, deps: Deps) -> SourceContext:
+        """The context the runtime builds for this kind."""
+        return cls(kube=deps.kube, cache=deps.cache,
+                   per_host=max(1, deps.options.concurrent // 2), progress=deps.progress)
 
 
 #: How soon a source whose registry host has no free slot is tried again.
@@ -151,21 +163,19 @@ async def _resolve(client: RegistryClient, base: Reference, repo: OCIRepository,
 
 async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
     """Reconcile one OCIRepository object (a dict from the API server)."""
-    start = begin(obj)
+    prep = prepare(obj, OCIRepositoryStatus, parse_oci_repository)
+    if isinstance(prep, Outcome):
+        return prep
+    repo, start = prep.obj, prep.start
     generation, status, conditions = start.generation, start.status, start.conditions
-    try:
-        repo = parse_oci_repository(obj)
-    except (ValidationError, ValueError) as e:
-        return Outcome(status, None, [start.invalid(e)], failed=True)
-    if repo.spec.suspend:
-        return Outcome(status, None)
     interval = repo.spec.interval_seconds
     if repo.spec.provider != "generic":
         msg = (f"provider {repo.spec.provider!r} is not supported yet: use a secretRef with"
                " registry credentials")
-        cond.mark_failed(conditions, "UnsupportedProvider", msg, generation, stalled=True)
+        cond.mark_failed(conditions, cond.UNSUPPORTED_PROVIDER, msg, generation, stalled=True)
         status["observedGeneration"] = generation
-        return Outcome(status, None, [("Warning", "UnsupportedProvider", msg)], failed=True)
+        return Outcome(status, None, [("Warning", cond.UNSUPPORTED_PROVIDER, msg)],
+                       failed=True)
 
     host = _host_of(repo.spec.url)
     if ctx.busy.get(host, 0) >= ctx.per_host:
@@ -174,8 +184,8 @@ async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
     ctx.busy[host] = ctx.busy.get(host, 0) + 1
     with tempfile.TemporaryDirectory(prefix="ocigitops-tls-") as tmp:
         try:
-            return await _reconcile(repo, ctx, status, conditions, generation, interval,
-                                    Path(tmp))
+            return await _reconcile(obj, repo, ctx, status, conditions, generation,
+                                    interval, Path(tmp))
         except (OcigitopsError, PolicyError) as e:
             return _failed(status, conditions, generation, interval, e)
         except Exception as e:  # whatever a registry made us raise
@@ -200,16 +210,17 @@ def _failed(status: dict[str, Any], conditions: list[dict[str, Any]], generation
             interval: float, e: Exception) -> Outcome:
     # From the error's type, never from words in its message (a repository or tag named
     # "credentials" is not an authentication failure).
-    reason = "AuthenticationFailed" if isinstance(e, AuthenticationError | CredentialsError) \
-        else "OCIArtifactPullFailed"
+    reason = cond.AUTHENTICATION_FAILED if isinstance(
+        e, AuthenticationError | CredentialsError) else cond.OCI_PULL_FAILED
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
-    cond.set_condition(conditions, FETCH_FAILED, cond.TRUE, reason, message, generation)
+    cond.set_condition(conditions, cond.FETCH_FAILED, cond.TRUE, reason, message, generation)
     cond.mark_failed(conditions, reason, message, generation)
     status["observedGeneration"] = generation
     return Outcome(status, interval, [("Warning", reason, message)], failed=True)
 
 
-async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, Any],
+async def _reconcile(obj: Mapping[str, Any], repo: OCIRepository, ctx: SourceContext,
+                     status: dict[str, Any],
                      conditions: list[dict[str, Any]], generation: int, interval: float,
                      tmp: Path) -> Outcome:
     ns = repo.metadata.namespace
@@ -237,7 +248,7 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
         # the refused digest's outcome in the status of a Ready source.
         verified = repo.spec.verify is None or (
             (status.get("verification") or {}).get("digest") == digest
-            and (cond.find(conditions, SOURCE_VERIFIED) or {}).get("status") == cond.TRUE)
+            and cond.is_true(conditions, cond.SOURCE_VERIFIED))
         unchanged = (artifact.get("revision") == revision
                      and status.get("observedIgnore") == repo.spec.ignore
                      and status.get("observedLayerSelector") == selector
@@ -245,13 +256,20 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
                      and verified
                      and artifact.get("digest") and ctx.cache.has(artifact["digest"]))
         if unchanged:
-            cond.remove(conditions, FETCH_FAILED)
-            cond.mark_ready(conditions, "Succeeded",
+            cond.remove(conditions, cond.FETCH_FAILED)
+            cond.remove(conditions, cond.ARTIFACT_OUTDATED)
+            cond.mark_ready(conditions, cond.SUCCEEDED,
                             f"stored artifact for revision '{revision}'", generation)
             return Outcome(status, interval)
 
-        cond.mark_reconciling(conditions, "Progressing", f"fetching revision {revision}",
-                              generation)
+        # Work in progress, written before the (possibly long) verification and fetch so
+        # `kubectl wait` and kstatus see it, as source-controller does.
+        msg = f"building artifact: new revision '{revision}' for '{repo.spec.url}'"
+        if artifact.get("revision") not in (None, revision):
+            cond.set_condition(conditions, cond.ARTIFACT_OUTDATED, cond.TRUE, "NewRevision",
+                               msg, generation)
+        cond.mark_reconciling(conditions, cond.PROGRESSING, msg, generation)
+        await ctx.progress(obj, status)
         events: list[tuple[str, str, str]] = []
         m: Manifest | None = None
         if repo.spec.verify is not None:
@@ -272,20 +290,20 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
                 reasons = "; ".join(f"{a.name}: {a.reason}" for a in outcome.result.authorities
                                     if not a.passed)
                 msg = f"verification of revision {revision} failed: {reasons}"
-                cond.set_condition(conditions, SOURCE_VERIFIED, cond.FALSE,
-                                   "VerificationError", msg, generation)
-                cond.mark_failed(conditions, "VerificationError", msg, generation)
+                cond.set_condition(conditions, cond.SOURCE_VERIFIED, cond.FALSE,
+                                   cond.VERIFICATION_ERROR, msg, generation)
+                cond.mark_failed(conditions, cond.VERIFICATION_ERROR, msg, generation)
                 status["observedGeneration"] = generation
-                return Outcome(status, interval, [("Warning", "VerificationError", msg)],
+                return Outcome(status, interval, [("Warning", cond.VERIFICATION_ERROR, msg)],
                                failed=True)
             m = outcome.manifest
             signers = ", ".join(f"{a.name} ({a.signer})" for a in outcome.result.authorities
                                 if a.passed)
-            cond.set_condition(conditions, SOURCE_VERIFIED, cond.TRUE, "Succeeded",
+            cond.set_condition(conditions, cond.SOURCE_VERIFIED, cond.TRUE, cond.SUCCEEDED,
                                f"verified signature of revision {revision} by {signers}",
                                generation)
         else:
-            cond.remove(conditions, SOURCE_VERIFIED)
+            cond.remove(conditions, cond.SOURCE_VERIFIED)
             status.pop("verification", None)
 
         if m is None:
@@ -299,28 +317,28 @@ async def _reconcile(repo: OCIRepository, ctx: SourceContext, status: dict[str, 
         if not ctx.cache.has(layer.digest):
             DEFAULT_LIMITS.check_layer_size(layer.size, f"layer {layer.digest} of {revision}")
             await ctx.cache.store(layer.digest, client.stream_blob(pinned, layer))
-        status["artifact"] = {
-            "digest": layer.digest,
-            "path": f"ocirepository/{ns}/{repo.metadata.name}/{layer.digest[7:]}.tar.gz",
-            "url": ctx.cache.path(layer.digest).as_uri(),
-            "revision": revision,
-            "lastUpdateTime": cond.now_iso(),
-            "size": layer.size,
-            "metadata": dict(manifest.annotations),
-        }
+        status["artifact"] = to_dict(Artifact(
+            digest=layer.digest,
+            path=f"ocirepository/{ns}/{repo.metadata.name}/{layer.digest[7:]}.tar.gz",
+            url=ctx.cache.path(layer.digest).as_uri(),
+            revision=revision,
+            last_update_time=cond.now_iso(),
+            size=layer.size,
+            metadata=dict(manifest.annotations)))
         status["observedIgnore"] = repo.spec.ignore
         status["observedLayerSelector"] = selector
         status["observedGeneration"] = generation
-        cond.remove(conditions, FETCH_FAILED)
-        cond.set_condition(conditions, ARTIFACT_IN_STORAGE, cond.TRUE, "Succeeded",
+        cond.remove(conditions, cond.FETCH_FAILED)
+        cond.remove(conditions, cond.ARTIFACT_OUTDATED)
+        cond.set_condition(conditions, cond.ARTIFACT_IN_STORAGE, cond.TRUE, cond.SUCCEEDED,
                            f"stored artifact for revision '{revision}'", generation)
-        cond.mark_ready(conditions, "Succeeded", f"stored artifact for revision '{revision}'",
-                        generation)
+        cond.mark_ready(conditions, cond.SUCCEEDED,
+                        f"stored artifact for revision '{revision}'", generation)
         new = artifact.get("revision") != revision
         if new:
-            events.append(("Normal", "NewArtifact", f"stored artifact with revision"
-                                                    f" '{revision}' from '{repo.spec.url}'"))
-        return Outcome(status, interval, events, new_revision=new)
+            events.append(("Normal", cond.NEW_ARTIFACT, f"stored artifact with revision"
+                                                        f" '{revision}' from '{repo.spec.url}'"))
+        return Outcome(status, interval, events, changed=new)
 
 
 def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
@@ -335,5 +353,14 @@ def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
     return out
 
 
-__all__ = ["API_VERSION", "KIND", "Outcome", "RegistryError", "SourceContext", "reconcile",
-           "revision_of"]
+#: OCIRepository as a source others consume (the source contract).
+SOURCE = SourceKind(kind=KIND, api_version=API_VERSION)
+
+#: OCIRepository's place in the controller runtime.
+RECONCILER: Reconciler[SourceContext] = Reconciler(
+    name="oci", kind=KIND, plural="ocirepositories", status_type=OCIRepositoryStatus,
+    context=SourceContext.from_deps, reconcile=reconcile, source=SOURCE,
+    aliases=("ocirepository", "ocirepositories", "source"))
+
+__all__ = ["API_VERSION", "KIND", "RECONCILER", "SOURCE", "Outcome", "RegistryError",
+           "SourceContext", "reconcile", "revision_of"]

@@ -1,0 +1,38 @@
+"""The controller's flags (``ocigitops controller run``), shared by the runtime and the
+kinds' contexts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/ocigitops``, else ``/tmp/ocigitops-cache``."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return f"{xdg}/ocigitops" if xdg else "/tmp/ocigitops-cache"
+
+
+@dataclass
+class Options:
+    """``ocigitops controller run`` flags."""
+
+    kubeconfig: str | None = None
+    concurrent: int = 4
+    metrics_addr: str = ":8080"
+    health_addr: str = ":9440"
+    leader_elect: bool = False
+    leader_namespace: str = "ocigitops-system"
+    leader_name: str = "ocigitops-controller"
+    watch_namespace: str | None = None
+    watch_label_selector: str | None = None
+    no_cross_namespace_refs: bool = False
+    strict_substitution: bool = True
+    #: The content-addressed artifact cache (None: :func:`default_cache_dir`).
+    cache_dir: str | None = None
+    #: How often an object waiting for a dependency or a source artifact looks again
+    #: (Flux's ``--requeue-dependency``).
+    requeue_dependency: float = 30.0
+    shutdown_timeout: float = 30.0
+    #: The kinds to reconcile, by ``--controllers`` name; empty means all.
+    controllers: tuple[str, ...] = ()
