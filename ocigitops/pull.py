@@ -13,8 +13,11 @@ from pathlib import Path
 
 from ocigitops.artifact import ArtifactManifest, Metadata, parse_manifest
 from ocigitops.extract import DEFAULT_LIMITS, Limits, extract_to
-from ocigitops.reference import Reference
+from ocigitops.options import RegistryOptions
+from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import Descriptor, RegistryClient
+
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 
 @dataclass
@@ -27,6 +30,8 @@ class PullResult:
     metadata: Metadata
     files: int
     output: Path
+    #: ``oci://host/repo`` without tag or digest, to print the pinned ``...@digest``.
+    repository_url: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The ``-o json`` document."""
@@ -45,8 +50,7 @@ async def resolve_manifest(client: RegistryClient, ref: Reference,
 
 async def pull_artifact(client: RegistryClient, ref: Reference, output: Path, *,
                         layer_selector: str | None = None, limits: Limits = DEFAULT_LIMITS,
-                        progress: Callable[[str, int], Callable[[int], None] | None]
-                        | None = None) -> PullResult:
+                        progress: ProgressFactory | None = None) -> PullResult:
     """Download the artifact at ``ref`` and extract its content layer into ``output``."""
     digest, manifest = await resolve_manifest(client, ref)
     layer = manifest.select_layer(layer_selector)
@@ -62,4 +66,21 @@ async def pull_artifact(client: RegistryClient, ref: Reference, output: Path, *,
 
     files = await extract_to(chunks(), output, limits, deadline=client.deadline_at)
     return PullResult(url=ref.url(), digest=digest, layer=layer, metadata=manifest.metadata,
-                      files=files, output=output)
+                      files=files, output=output, repository_url=ref.repo_only().url())
+
+
+async def pull(url: str, output: Path, registry: RegistryOptions, *,
+               layer_selector: str | None = None, max_size: int | None = None,
+               progress: ProgressFactory | None = None) -> PullResult:
+    """``pull artifact``: pull ``url`` (``oci://host/repo[:tag][@digest]``, ``:latest``
+    when it names neither) into ``output`` over a client made from ``registry``.
+
+    ``max_size`` bounds the extracted content in bytes (default: the extraction limits).
+    """
+    ref = parse_reference(url, require_scheme=True)
+    if not ref.tag and not ref.digest:
+        ref = ref.with_tag("latest")  # as Flux: a bare repository means its latest tag
+    limits = Limits(max_total=max_size) if max_size is not None else Limits()
+    async with registry.client() as client:
+        return await pull_artifact(client, ref, output, layer_selector=layer_selector,
+                                   limits=limits, progress=progress)

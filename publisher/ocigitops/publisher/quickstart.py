@@ -112,9 +112,10 @@ def start_registry(address: str, state_dir: Path, say: Say) -> str:
     return f"{host}:{port}"
 
 
-def stop_registry(state_dir: Path) -> bool:
-    """Stop the background registry; False when none was running."""
-    pidfile = state_dir / "registry.pid"
+def stop_registry(state_dir: Path | None = None) -> bool:
+    """Stop the background registry (of ``state_dir``, default :func:`default_state_dir`);
+    False when none was running."""
+    pidfile = (state_dir or default_state_dir()) / "registry.pid"
     if not pidfile.exists():
         return False
     try:
@@ -164,8 +165,14 @@ async def _publish(registry: str, examples: Path, work: Path, say: Say) -> list[
     return pushed
 
 
-def run_quickstart(address: str, state_dir: Path, examples: Path | None, say: Say) -> None:
-    """Run the quickstart, printing each step with ``say``."""
+def run_quickstart(address: str, state_dir: Path | None, examples: Path | None,
+                   say: Say) -> None:
+    """Run the quickstart, printing each step with ``say``.
+
+    ``state_dir`` (default :func:`default_state_dir`) holds the registry's storage and
+    logs; ``examples`` defaults to the examples shipped with the package.
+    """
+    state_dir = state_dir or default_state_dir()
     examples = examples or shipped_examples()
     if not (examples / "app" / "overlays").is_dir():
         raise UsageError(f"examples not found at {examples}: pass --examples DIR (the"

@@ -1,24 +1,32 @@
-"""Choose and load a signer: cosign with a key, cosign keyless, or notation.
+"""Choose and load a signer: cosign with a key, cosign keyless, or notation; sign an
+artifact in a registry with it.
 
 One function, :func:`load_signer`, used by ``push artifact --sign``, ``sign artifact``, the
 GitHub Action and tests alike: key material is read (and decrypted) once, up front, and the
 returned coroutine signs one digest. How a password is obtained is the caller's business
-(the CLI prompts or reads ``COSIGN_PASSWORD``), so it is passed in.
+(the CLI prompts or reads ``COSIGN_PASSWORD``, see :func:`cosign_password`), so it is
+passed in. :func:`sign_artifact` is the whole ``sign artifact`` command.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ocigitops.errors import UsageError
-from ocigitops.reference import Reference
+from ocigitops.options import Annotations, RegistryOptions, parse_annotations
+from ocigitops.publisher.signresult import SignResult
+from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import RegistryClient
 
 #: ``(client, repository, digest, media type, size) -> result`` of one signature.
 SignFn = Callable[[RegistryClient, Reference, str, str, int], Coroutine[Any, Any, Any]]
+#: Asks the user for the key password; the argument says whether to ask twice (confirm).
+PasswordPrompt = Callable[[bool], str]
 
 
 @dataclass(frozen=True)
@@ -33,8 +41,25 @@ class SignOptions:
     #: cosign storage: a v3 bundle referrer, or the v2 ``.sig`` tag.
     fmt: Literal["bundle", "legacy"] = "bundle"
     envelope: Literal["jws", "cose"] = "jws"
-    annotations: dict[str, str] = field(default_factory=dict)
+    #: Signed annotations (cosign ``-a``, notation user metadata): a mapping, or
+    #: ``KEY=VALUE`` strings, parsed when the signer is loaded.
+    annotations: Annotations = field(default_factory=dict)
     identity_token: str | None = None
+
+
+def cosign_password(prompt: PasswordPrompt | None = None, *, confirm: bool = False) -> bytes:
+    """The cosign key password: ``COSIGN_PASSWORD``, else ``prompt`` on a terminal.
+
+    As cosign does: the variable wins (an empty value is a valid, empty password); without
+    it, asking needs a terminal on stdin, so CI without the variable fails with a UsageError
+    rather than hanging on a prompt nobody sees.
+    """
+    env = os.environ.get("COSIGN_PASSWORD")
+    if env is not None:
+        return env.encode()
+    if prompt is None or not sys.stdin.isatty():
+        raise UsageError("set COSIGN_PASSWORD (no terminal to prompt for the key password)")
+    return prompt(confirm).encode()
 
 
 def load_signer(opts: SignOptions, password: Callable[[], bytes]) -> SignFn:
@@ -45,7 +70,7 @@ def load_signer(opts: SignOptions, password: Callable[[], bytes]) -> SignFn:
     """
     from ocigitops.verifier.keys import load_private_key
 
-    annotations = opts.annotations or None
+    annotations = parse_annotations(opts.annotations) or None
     if opts.notation:
         from cryptography import x509
 
@@ -84,3 +109,39 @@ def load_signer(opts: SignOptions, password: Callable[[], bytes]) -> SignFn:
                                      annotations=annotations)
 
     return key_sign
+
+
+@dataclass(frozen=True)
+class SignedArtifact:
+    """``sign artifact``'s result: the repository and the signature made of its digest."""
+
+    #: ``oci://host/repo``, without tag or digest.
+    repository_url: str
+    signature: SignResult
+
+    def to_json(self) -> dict[str, str]:
+        """The ``-o json|yaml`` document (the signature's fields)."""
+        return self.signature.to_json()
+
+    def summary(self) -> str:
+        """One line: what was signed, how, and where the signature is stored."""
+        s = self.signature
+        return f"signed {self.repository_url}@{s.subject} ({s.kind}): {s.location}"
+
+
+async def sign_artifact(url: str, options: SignOptions, registry: RegistryOptions, *,
+                        prompt: PasswordPrompt | None = None) -> SignedArtifact:
+    """Sign the artifact at ``url`` (by the digest its tag or digest resolves to).
+
+    The key is loaded (``prompt`` asks for an encrypted cosign key's password when
+    ``COSIGN_PASSWORD`` is unset) before the registry is contacted. The digest signed is
+    the one the manifest's bytes hash to, with their size and media type: a registry
+    cannot make us sign something other than what ``url`` names.
+    """
+    ref = parse_reference(url, require_scheme=True)
+    signer = load_signer(options, password=lambda: cosign_password(prompt))
+    async with registry.client() as client:
+        m = await client.resolve(ref)
+        result: SignResult = await signer(client, ref.repo_only(), m.digest, m.media_type,
+                                          len(m.data))
+    return SignedArtifact(repository_url=ref.repo_only().url(), signature=result)
