@@ -14,7 +14,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +23,11 @@ from typing import Any, BinaryIO
 from ocigitops import jsonsafe
 from ocigitops import mediatypes as mt
 from ocigitops.errors import NotAnArtifactError, OcigitopsError, UsageError
+from ocigitops.extract import Limits
 from ocigitops.ignore import matcher
 from ocigitops.pgzip import ParallelGzipWriter
 from ocigitops.registry import Descriptor
-from ocigitops.tarball import walk, write_tar
+from ocigitops.tarball import Entry, walk, write_tar
 
 REPRODUCIBLE_CREATED = "1970-01-01T00:00:00Z"
 #: gzip level 6 = Go's default compression (and Go's gzip header, XFL=0); compressed on
@@ -91,6 +92,8 @@ class Layer:
     digest: str
     size: int
     diff_id: str
+    #: Regular files in it (0: an empty artifact, worth a warning).
+    files: int = 0
 
     def descriptor(self) -> Descriptor:
         """The layer descriptor as it goes into the manifest."""
@@ -130,18 +133,53 @@ def _stage_source(path: Path | str, stage: Path) -> Path:
     return p
 
 
+#: Receives one line for each thing worth a warning (a link left out, no files at all).
+Warn = Callable[[str], None]
+
+
+def _within(entries: Iterator[Entry], limits: Limits, counts: list[int]) -> Iterator[Entry]:
+    """``entries``, each checked against ``limits`` before its content is read, so a tree
+    that a pull would refuse stops the packaging early; ``counts[0]`` counts the files."""
+    total = 0
+    for seen, e in enumerate(entries, start=1):
+        limits.check_entries(seen, "the artifact")
+        if not e.is_dir:
+            limits.check_file(e.name, e.size, "file")
+            total += e.size
+            limits.check_total(total, "the artifact")
+            counts[0] += 1
+        yield e
+
+
 def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
-                progress: Callable[[int], None] | None = None) -> Layer:
+                progress: Callable[[int], None] | None = None, *,
+                limits: Limits | None = None, resolve_symlinks: bool = False,
+                warn: Warn | None = None) -> Layer:
     """Archive ``path`` (directory, file, or ``-`` for stdin) into ``out_file`` (tar+gzip).
 
     ``ignore`` holds gitignore-style patterns relative to the archived root. A file (or
     stdin, archived as ``manifests.yaml``) becomes a one-entry archive, as in Flux.
+
+    ``limits``: raise SizeLimitError for a tree that a pull with these limits would
+    refuse (file count, one file, all files, and the tar and gzip streams), checked while
+    packaging, before anything is uploaded. ``resolve_symlinks``: archive what links point
+    to (see :func:`ocigitops.tarball.walk`); otherwise each link left out is reported to
+    ``warn``, and so is an artifact without a single file.
     """
     excluded = matcher(list(ignore))
+    files = [0]
     with tempfile.TemporaryDirectory(prefix="ocigitops-stage-") as stage_dir:
         root = _stage_source(path, Path(stage_dir))
         tar_sha = hashlib.sha256()
+        tar_size = [0]
 
+        def skipped(name: str, why: str) -> None:
+            if warn:
+                warn(f"{name} is {why}")
+
+        entries = walk(root, excluded, resolve_symlinks=resolve_symlinks, on_skip=skipped)
+        checked = _within(entries, limits or Limits(max_total=1 << 62, max_file=1 << 62,
+                                                    max_entries=1 << 62), files)
         with open(out_file, "wb") as raw:
             sink = _HashingWriter(raw)
             gz = ParallelGzipWriter(sink, level=GZIP_LEVEL)
@@ -149,16 +187,22 @@ def build_layer(path: Path | str, out_file: Path, ignore: Sequence[str] = (),
             class _TarSink:
                 def write(self, data: bytes) -> int:
                     tar_sha.update(data)
+                    tar_size[0] += len(data)
                     if progress:
                         progress(len(data))
                     return gz.write(data)
 
             try:
-                write_tar(walk(root, excluded), _TarSink())  # type: ignore[arg-type]
+                write_tar(checked, _TarSink())  # type: ignore[arg-type]
             finally:
                 gz.close()
+    if limits is not None:
+        limits.check_stream(tar_size[0], "the artifact")
+        limits.check_layer_size(sink.size, "the artifact's layer")
+    if warn and files[0] == 0:
+        warn(f"the artifact holds no files: {path} is empty or everything in it is ignored")
     return Layer(path=out_file, digest="sha256:" + sink.sha.hexdigest(), size=sink.size,
-                 diff_id="sha256:" + tar_sha.hexdigest())
+                 diff_id="sha256:" + tar_sha.hexdigest(), files=files[0])
 
 
 #: go-containerregistry marshals the zero ``time.Time``; flux 2.7 never sets the config's

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
+from ocigitops import exitcodes
+from ocigitops.clihelp import epilog
 from ocigitops.errors import OcigitopsError
 from ocigitops.version import __version__
 
@@ -30,6 +33,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 if TYPE_CHECKING:
     from ocigitops.options import RegistryOptions
     from ocigitops.publisher.signing import SignOptions
+    from ocigitops.puller.ops import Cluster
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,23 +58,33 @@ def _info(message: str) -> None:
 
 # click 8.4 makes ParamType generic; 8.1 to 8.3 (which we accept) cannot subscript it.
 class _Duration(click.ParamType):  # type: ignore[type-arg]
-    """A Go duration (``30s``, ``5m``, ``1h30m``), as Flux's flags take, in seconds."""
+    """A Go duration (``30s``, ``5m``, ``1h30m``), as Flux's flags take, in seconds; a
+    bare number is seconds, as these flags took before (Go would refuse it). With
+    ``positive``, zero and negative durations are refused (a timeout)."""
 
     name = "duration"
 
+    def __init__(self, positive: bool = False) -> None:
+        self.positive = positive
+
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
-        if isinstance(value, float | int):
-            return float(value)
         from ocigitops.duration import parse_duration
 
         try:
-            return parse_duration(str(value))
+            text = str(value).strip()
+            seconds = float(value) if isinstance(value, float | int) else \
+                float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
         except ValueError as e:
             self.fail(str(e), param, ctx)
+        if self.positive and seconds <= 0:
+            self.fail(f"{value!r} is not a positive duration: use e.g. 90s or 5m", param, ctx)
+        return seconds
 
 
 DURATION = _Duration()
+#: A time limit: a positive Go duration (Flux's ``--timeout``).
+TIMEOUT = _Duration(positive=True)
 
 
 def _options(f: Callable[..., Any], opts: list[Callable[[Any], Any]],
@@ -95,7 +109,8 @@ def registry_options(f: F) -> F:
         click.option("--creds", envvar="OCIGITOPS_CREDS", default=None, metavar="USER:PASS",
                      help="Registry credentials (a value without ':' is a bearer token)."),
         click.option("--insecure-registry", is_flag=True,
-                     help="Use plain HTTP (no TLS) for the registry."),
+                     help="Use plain HTTP (no TLS) for the registry. Not needed for"
+                     " localhost, 127.0.0.0/8 and ::1, which may speak plain HTTP."),
         click.option("--docker-config", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="A docker config.json, a dockerconfigjson document"
                      " or a Kubernetes Secret holding one."),
@@ -105,9 +120,13 @@ def registry_options(f: F) -> F:
                      default=None, help="Client certificate for mutual TLS."),
         click.option("--key-file", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Client key for mutual TLS."),
-        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
-                     show_default=True, help="Time limit in seconds for the whole registry"
-                     " operation (every request and read in it), as Flux's --timeout."),
+        click.option("--timeout", type=TIMEOUT, default="5m", show_default=True,
+                     help="Time limit for the whole registry operation (every request and"
+                     " read in it), a Go duration (90s, 5m), as Flux's --timeout."),
+        click.option("--provider", type=click.Choice(["generic", "aws", "azure", "gcp"]),
+                     default="generic", show_default=True, help="Where credentials come"
+                     " from, as Flux's --provider: generic (--creds or a docker config);"
+                     " aws, azure and gcp are not implemented yet."),
     ]
 
     def convert(kw: dict[str, Any]) -> None:
@@ -117,7 +136,7 @@ def registry_options(f: F) -> F:
             creds=kw.pop("creds"), insecure=kw.pop("insecure_registry"),
             docker_config=kw.pop("docker_config"), ca_file=kw.pop("ca_file"),
             cert_file=kw.pop("cert_file"), key_file=kw.pop("key_file"),
-            timeout=kw.pop("timeout"))
+            timeout=kw.pop("timeout"), provider=kw.pop("provider"))
 
     return cast(F, _options(f, opts, convert))
 
@@ -212,6 +231,27 @@ def _prompt(confirm: bool) -> str:
     return pw
 
 
+def output_option(*formats: str, default: str | None = None) -> Callable[[F], F]:
+    """``-o/--output FORMAT``, as Flux's, given to the command as ``fmt``."""
+    return click.option("--output", "-o", "fmt", type=click.Choice(list(formats)),
+                        default=default, show_default=default is not None,
+                        help=f"Print the result as {' or '.join(formats)}"
+                        f"{'' if default else ' (default: text for people)'}.")
+
+
+def _semver_range(ctx: click.Context, param: click.Parameter, value: str | None,
+                  ) -> str | None:
+    """Refuse a garbage ``--filter-semver`` before any registry is asked."""
+    if value is None:
+        return None
+    from ocigitops.tags import check_semver_range
+
+    try:
+        return check_semver_range(value)
+    except OcigitopsError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
 def _emit(doc: Any, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
@@ -221,27 +261,134 @@ def _emit(doc: Any, fmt: str) -> None:
         click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip())
 
 
+#: ``ctx.meta`` key (shared by every context of a run) holding the ``-o`` format asked for.
+_OUTPUT_KEY = "ocigitops.output"
+
+
+def _remember_output(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback of every ``-o`` (and pull's ``--json``): with json or yaml asked for, a
+    failure is printed as a document on stdout too, so a script reading stdout always
+    gets one (``verify -o json`` prints JSON on every outcome)."""
+    fmt = "json" if value is True else value
+    if fmt in ("json", "yaml"):
+        ctx.meta[_OUTPUT_KEY] = fmt
+    return value
+
+
+def _debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--debug``/``-v``: the HTTP exchanges (secrets redacted) and retries on stderr."""
+    if value and not ctx.resilient_parsing:
+        from ocigitops.httplog import enable_debug
+
+        enable_debug()
+
+
+def _fail(message: str, code: int, ctx: click.Context | None) -> NoReturn:
+    """Print ``error: <message>`` (one line) on stderr, and ``{"error", "exitCode"}`` on
+    stdout when ``-o json|yaml`` was asked for; exit with ``code``."""
+    _err(message)
+    fmt = ctx.meta.get(_OUTPUT_KEY) if ctx is not None else None
+    if fmt:
+        _emit({"error": " ".join(message.split()), "exitCode": code}, fmt)
+    sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    # The reader went away (``| head``): later writes, and the interpreter's flush at
+    # exit, go to /dev/null instead of raising BrokenPipeError again.
+    import contextlib
+
+    # ValueError: no file descriptor (a test's captured stdout).
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _usage_error(e: click.UsageError) -> NoReturn:
+    where = e.ctx.command_path if e.ctx else "ocigitops"
+    _fail(f"{e.format_message()} (see '{where} --help')", exitcodes.USAGE, e.ctx)
+
+
 class _Group(click.Group):
-    """Maps OcigitopsError to ``error: <message>`` and its exit code."""
+    """The root: one error style, ``error: <message>`` on one line and no traceback, and
+    the exit codes of :mod:`ocigitops.exitcodes`, for every command (README, "Exit
+    codes"). A broken pipe (``| head``) is not an error: the command ends quietly, 0."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        if parent is None:
+            _finish(self)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:  # the root's own flags: `ocigitops --nope`
+            _usage_error(e)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError as e:  # `ocigitops push`: its help, 0
+            click.echo(e.ctx.get_help() if e.ctx else e.format_message())
+            sys.exit(exitcodes.SUCCESS)
+        except click.UsageError as e:
+            _usage_error(e)
+        except click.ClickException as e:  # a file click could not open, ...
+            _fail(e.format_message(), exitcodes.FAILURE, ctx)
         except OcigitopsError as e:
-            _err(str(e))
-            ctx.exit(e.exit_code)
+            _fail(str(e), e.exit_code, ctx)
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(exitcodes.SUCCESS)
         except OSError as e:
-            _err(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}")
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            _err("interrupted")
-            ctx.exit(130)
+            _fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
+                  exitcodes.FAILURE, ctx)
+        except (KeyboardInterrupt, click.Abort):
+            _fail("interrupted", exitcodes.INTERRUPTED, ctx)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_FINISHED: set[int] = set()
+
+
+def _walk(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], click.Command]]:
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _walk(command, (*path, name))
+
+
+def _finish(root: click.Group) -> None:
+    """What every command shares, added once before the first parse (so commands added
+    anywhere in this module get it): ``--debug``/``-v``, the examples of its ``--help``,
+    and the ``-o`` callback that makes failures print as documents."""
+    if id(root) in _FINISHED:
+        return
+    _FINISHED.add(id(root))
+    for path, command in [((), cast(click.Command, root)), *_walk(root)]:
+        taken = {o for p in command.params for o in getattr(p, "opts", [])}
+        flags = [f for f in ("--debug", "-v") if f not in taken]
+        if "--debug" in flags:
+            command.params.append(click.Option(
+                flags, is_flag=True, expose_value=False, is_eager=True, callback=_debug,
+                help="Show the HTTP exchanges (secrets redacted) and retries on stderr."))
+        command.epilog = command.epilog or epilog(" ".join(path))
+        for p in command.params:
+            if p.name in ("fmt", "as_json") and p.callback is None:
+                p.callback = _remember_output
+
+
+@click.group(cls=_Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ocigitops")
-def main() -> None:
-    """OCI-first GitOps: package, push, sign, verify and reconcile Kubernetes config."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """OCI-first GitOps: package, push, sign, verify and reconcile Kubernetes config.
+
+    \b
+    Exit codes: 0 success, 1 the answer is no (diff found a difference, verify did not
+    verify), 2 usage error, 3 failure, 4 not found, 5 authentication or permission
+    denied, 6 unreachable or timed out, 130 interrupted.
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @main.group()
@@ -276,19 +423,31 @@ def build() -> None:
 
 @push.command("artifact")
 @click.argument("url")
-@click.option("--path", "path", required=True,
+@click.option("--path", "-f", "path", required=True,
               help="Directory or file to package; '-' reads one YAML stream from stdin.")
 @click.option("--source", default=None, help="Source address (default: Git remote or"
               " GitHub Actions repository).")
 @click.option("--revision", default=None, help="Source revision, e.g. main@sha1:<commit>"
               " (default: from Git or GitHub Actions).")
-@click.option("--annotation", "-a", "annotations", multiple=True, metavar="KEY=VALUE",
-              help="Manifest annotation (repeatable).")
+@click.option("--annotations", "--annotation", "-a", "annotations", multiple=True,
+              metavar="KEY=VALUE", help="Manifest annotation (repeatable).")
 @with_ignore
 @click.option("--reproducible", is_flag=True,
               help="Fixed created time (1970-01-01T00:00:00Z): same content, same digest.")
 @click.option("--diff-tag", default=None,
               help="Push only when the content differs from this tag.")
+@click.option("--tag-unchanged", is_flag=True, help="With --diff-tag, when the content is"
+              " unchanged: add the tag to the existing artifact. Off by default, as"
+              " ControlPlane's push action: that artifact's revision names the commit it was"
+              " built from, so the tag would claim a build that never happened.")
+@click.option("--resolve-symlinks", is_flag=True, help="Archive what symbolic links point"
+              " to, wherever it is (as flux 2.9); without it links are left out, with a"
+              " warning.")
+@click.option("--max-size", default=None, metavar="SIZE", help="Refuse content over SIZE in"
+              " all (bytes, 512Mi, 1G; default 1Gi) before uploading: pull's limit, so a pull"
+              " needs the same flag.")
+@click.option("--max-file-size", default=None, metavar="SIZE", help="Refuse a file over SIZE"
+              " (default 256Mi) before uploading: pull's per-file limit.")
 @click.option("--render", type=click.Choice(["none", "kustomize", "helm"]), default="none",
               show_default=True, help="Render before packaging.")
 @click.option("--values", "values", multiple=True,
@@ -309,35 +468,39 @@ def push_artifact_cmd(fmt: str | None, do_sign: bool, signing: SignOptions,
 
     result = _run(publish(PushRequest(**request, sign=signing if do_sign else None), registry,
                           prompt=_prompt, progress=_progress_factory(not fmt),
-                          say=None if fmt else _info))
+                          say=None if fmt else _info, warn=lambda m: _info(f"warning: {m}")))
     if fmt:
         _emit(result.to_json(), fmt)
-    elif not result.push.pushed:
-        _info(result.push.message)
-        click.echo(f"{result.push.url}@{result.digest}")
-    else:
-        _info(f"artifact pushed to {result.push.url}")
-        click.echo(f"{result.repository_url}@{result.digest}")
+        return
+    message, digest_url = result.lines()
+    _info(message)
+    click.echo(digest_url)
 
 
 @pull.command("artifact")
 @click.argument("url")
-@click.option("--output", "-o", "output", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to extract the content into (replaced atomically).")
+@click.option("--output", "-o", "output", required=True, metavar="DIR",
+              help="Directory to extract into, as flux's (created if missing): the"
+              " artifact's files overwrite those of the same name, all others stay.")
+@click.option("--clean", is_flag=True, help="Replace the whole directory: delete what it"
+              " holds first (refused for ., /, $HOME and a Git work tree's root without"
+              " --force).")
+@click.option("--force", is_flag=True, help="Let --clean empty one of those directories.")
 @click.option("--layer-selector", default=None, metavar="MEDIATYPE",
               help="Media type of the layer to extract (default: the Flux content layer).")
-@click.option("--max-size", type=int, default=None,
-              help="Refuse archives that expand to more bytes than this.")
+@click.option("--max-size", default=None, metavar="SIZE", help="Refuse content over SIZE in"
+              " all (bytes, 512Mi, 1G; default 1Gi).")
+@click.option("--max-file-size", default=None, metavar="SIZE",
+              help="Refuse a file over SIZE (default 256Mi).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @registry_options
-def pull_artifact_cmd(url: str, output: Path, layer_selector: str | None,
-                      max_size: int | None, as_json: bool, registry: RegistryOptions) -> None:
+def pull_artifact_cmd(url: str, output: str, as_json: bool, registry: RegistryOptions,
+                      **options: Any) -> None:
     """Pull the artifact at URL and extract it into --output."""
     from ocigitops.pull import pull as do_pull
 
-    result = _run(do_pull(url, output, registry, layer_selector=layer_selector,
-                          max_size=max_size, progress=_progress_factory(not as_json)))
+    result = _run(do_pull(url, output, registry, progress=_progress_factory(not as_json),
+                          **options))
     if as_json:
         _emit(result.to_json(), "json")
         return
@@ -350,21 +513,28 @@ def pull_artifact_cmd(url: str, output: Path, layer_selector: str | None,
 @tag.command("artifact")
 @click.argument("url")
 @click.option("--tag", "tags", multiple=True, required=True, help="Tag to add (repeatable).")
+@output_option("json", "yaml")
 @registry_options
-def tag_artifact_cmd(url: str, tags: tuple[str, ...], registry: RegistryOptions) -> None:
-    """Add tags to the artifact at URL."""
+def tag_artifact_cmd(url: str, tags: tuple[str, ...], fmt: str | None,
+                     registry: RegistryOptions) -> None:
+    """Add tags to the artifact at URL; print each new tag's digest URL."""
     from ocigitops.publisher.publish import tag as do_tag
 
-    for line in _run(do_tag(url, tags, registry)).lines():
+    result = _run(do_tag(url, tags, registry))
+    if fmt:
+        _emit(result.to_json(), fmt)
+        return
+    for line in result.lines():
         click.echo(line)
 
 
 @list_.command("artifacts")
 @click.argument("url")
-@click.option("--filter-semver", default=None, help="Semver range, e.g. '>=1.0.0 <2.0.0'.")
+@click.option("--filter-semver", default=None, callback=_semver_range,
+              help="Semver range, e.g. '>=1.0.0 <2.0.0'.")
 @click.option("--filter-regex", default=None, help="Regular expression on tags.")
 @click.option("--output", "-o", "fmt", type=click.Choice(["table", "json", "yaml"]),
-              default="table", show_default=True)
+              default="table", show_default=True, help="Print a table, json or yaml.")
 @registry_options
 def list_artifacts_cmd(url: str, filter_semver: str | None, filter_regex: str | None,
                        fmt: str, registry: RegistryOptions) -> None:
@@ -380,33 +550,44 @@ def list_artifacts_cmd(url: str, filter_semver: str | None, filter_regex: str | 
 
 @diff.command("artifact")
 @click.argument("url")
-@click.option("--path", required=True, help="Local directory or file to compare.")
+@click.option("--path", "-f", required=True, help="Local directory or file to compare.")
 @with_ignore
+@output_option("json", "yaml")
 @registry_options
-def diff_artifact_cmd(url: str, path: str, ignore: list[str],
+def diff_artifact_cmd(url: str, path: str, ignore: list[str], fmt: str | None,
                       registry: RegistryOptions) -> None:
-    """Compare PATH with the artifact at URL; exit 1 when they differ."""
+    """Compare PATH with the artifact at URL; exit 1 when they differ, 3 or more when they
+    could not be compared."""
     from ocigitops.publisher.publish import diff as do_diff
 
     result = _run(do_diff(url, path, registry, ignore))
+    if fmt:
+        _emit(result.to_json(), fmt)
+        sys.exit(exitcodes.SUCCESS if result.same else exitcodes.NO)
     if result.same:
         click.echo(f"no changes: {path} matches {url}")
         return
     click.echo(f"changed: {path} differs from {url} (local content {result.local_diff_id},"
                f" remote {result.remote_diff_id})")
-    sys.exit(1)
+    sys.exit(exitcodes.NO)
 
 
 @build.command("artifact")
-@click.option("--path", required=True, help="Directory or file to package ('-' for stdin).")
+@click.option("--path", "-p", required=True,
+              help="Directory or file to package ('-' for stdin).")
 @click.option("--output", "-o", "output", default="artifact.tgz", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path))
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the artifact tarball.")
 @with_ignore
-def build_artifact_cmd(path: str, output: Path, ignore: list[str]) -> None:
+@click.option("--resolve-symlinks", is_flag=True, help="Archive what symbolic links point"
+              " to (as flux 2.9); without it links are left out, with a warning.")
+def build_artifact_cmd(path: str, output: Path, ignore: list[str],
+                       resolve_symlinks: bool) -> None:
     """Build the artifact tarball of PATH into --output."""
     from ocigitops.publisher.artifacts import build_artifact_file
 
-    layer = build_artifact_file(path, output, ignore)
+    layer = build_artifact_file(path, output, ignore, resolve_symlinks=resolve_symlinks,
+                                warn=lambda m: _info(f"warning: {m}"))
     click.echo(f"artifact created at {layer.path} ({layer.digest}, {layer.size} bytes)")
 
 
@@ -442,7 +623,7 @@ def generate_key_pair_cmd(output_key_prefix: str, force: bool) -> None:
 @with_sign_options
 @click.option("--annotation", "-a", "annotations", multiple=True, metavar="KEY=VALUE",
               help="Signed annotation (cosign -a / notation user metadata).")
-@click.option("--output", "-o", "fmt", type=click.Choice(["json", "yaml"]), default=None)
+@output_option("json", "yaml")
 @registry_options
 def sign_artifact_cmd(url: str, signing: SignOptions, annotations: tuple[str, ...],
                       fmt: str | None, registry: RegistryOptions) -> None:
@@ -473,11 +654,15 @@ def sign_artifact_cmd(url: str, signing: SignOptions, annotations: tuple[str, ..
 @click.option("--certificate-oidc-issuer-regexp", "issuer_regexp", default=None,
               help="Keyless: OIDC issuer regular expression.")
 @click.option("--certificate-github-workflow-repository", "github_workflow_repository",
-              default=None)
-@click.option("--certificate-github-workflow-ref", "github_workflow_ref", default=None)
+              default=None, help="Keyless: the GitHub repository (owner/name) whose workflow"
+              " signed.")
+@click.option("--certificate-github-workflow-ref", "github_workflow_ref", default=None,
+              help="Keyless: the Git ref the signing workflow ran on (refs/heads/main).")
 @click.option("--certificate-github-workflow-trigger", "github_workflow_trigger",
-              default=None)
-@click.option("--certificate-github-workflow-sha", "github_workflow_sha", default=None)
+              default=None, help="Keyless: the event that triggered the signing workflow"
+              " (push, release).")
+@click.option("--certificate-github-workflow-sha", "github_workflow_sha", default=None,
+              help="Keyless: the commit the signing workflow ran on.")
 @click.option("--trust-policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="notation trustpolicy.json.")
 @click.option("--trust-store", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -494,30 +679,92 @@ def sign_artifact_cmd(url: str, signing: SignOptions, annotations: tuple[str, ..
               help="cosign: require this signed annotation.")
 @click.option("--require-tlog", is_flag=True,
               help="cosign keys: require a verified transparency-log entry.")
-@click.option("--output", "-o", "fmt", type=click.Choice(["text", "json"]), default="text")
+@output_option("text", "json", "yaml", default="text")
 @registry_options
 def verify_artifact_cmd(fmt: str, registry: RegistryOptions, **request: Any) -> None:
-    """Verify the signatures of the artifact at URL; exit 0 only when the policy passes."""
+    """Verify the signatures of the artifact at URL; exit 0 when the policy passes, 1
+    when it does not, 3 or more when it could not be checked (with -o json|yaml, a
+    document on stdout in every case)."""
     from ocigitops.verifier.request import VerifyRequest
     from ocigitops.verifier.request import verify as do_verify
 
     outcome = _run(do_verify(VerifyRequest(**request), registry))
-    if fmt == "json":
-        _emit(outcome.to_json(), "json")
-    else:
+    if fmt == "text":
         click.echo(outcome.human())
+    else:
+        _emit(outcome.to_json(), fmt)
     if not outcome.passed:
-        sys.exit(1)
+        sys.exit(exitcodes.NO)
+
+
+
+@main.group()
+def attest() -> None:
+    """Attest artifacts: signed in-toto statements (cosign v3 bundles) about a digest."""
+
+
+@attest.command("artifact")
+@click.argument("url")
+@click.option("--predicate", "predicate_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The predicate file (JSON; any text for --type custom).")
+@click.option("--type", "type_", default="custom", show_default=True,
+              help="Predicate type: custom, slsaprovenance, slsaprovenance02, slsaprovenance1,"
+                   " spdx, spdxjson, cyclonedx, link, vuln, openvex, or a URI (as cosign).")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="cosign private key (cosign.key).")
+@click.option("--keyless", is_flag=True, help="Sigstore keyless signing with the ambient"
+              " OIDC token.")
+@click.option("--identity-token", default=None, envvar="SIGSTORE_ID_TOKEN",
+              help="OIDC token for --keyless (default: detected from the environment).")
+@output_option("json", "yaml")
+@registry_options
+def attest_artifact_cmd(url: str, predicate_file: Path, type_: str, key: Path | None,
+                        keyless: bool, identity_token: str | None, fmt: str | None,
+                        registry: RegistryOptions) -> None:
+    """Attest the artifact at URL (by digest) with a predicate, as cosign attest does."""
+    from ocigitops.publisher.attest import AttestOptions, attest_artifact
+
+    options = AttestOptions(key=key, keyless=keyless, identity_token=identity_token)
+    result = _run(attest_artifact(url, predicate_file, type_, options, registry,
+                                  prompt=_prompt))
+    if fmt:
+        _emit(result.to_json(), fmt)
+    else:
+        click.echo(result.summary())
 
 
 # -- the puller -------------------------------------------------------------------------
 
-def kube_options(f: F) -> F:
-    """``--kubeconfig`` and ``--namespace``."""
-    f = click.option("--namespace", "-n", default="default", show_default=True,
-                     help="Namespace of the object.")(f)
-    return click.option("--kubeconfig", envvar="KUBECONFIG", default=None,
-                        help="Kubeconfig file (default: $KUBECONFIG or in-cluster).")(f)
+def _kube_options(namespace: str) -> Callable[[F], F]:
+    """Flux's cluster flags: ``--kubeconfig``, ``--context`` and ``--timeout`` given to
+    the command as one ``cluster`` argument (:class:`ocigitops.puller.ops.Cluster`),
+    and ``-n/--namespace`` (default ``namespace``)."""
+    opts = [
+        click.option("--kubeconfig", default=None, metavar="FILE", help="Kubeconfig file"
+                     " (default: in a Pod its service account, else $KUBECONFIG, else"
+                     " ~/.kube/config)."),
+        click.option("--context", default=None, help="Kubeconfig context to use (default:"
+                     " its current context)."),
+        click.option("--namespace", "-n", default=namespace, show_default=True,
+                     help="Namespace of the objects."),
+        click.option("--timeout", type=TIMEOUT, default="5m", show_default=True,
+                     help="Time limit for the whole command, a Go duration (90s, 5m)."),
+    ]
+
+    def convert(kw: dict[str, Any]) -> None:
+        from ocigitops.puller.ops import Cluster
+
+        kw["cluster"] = Cluster(kubeconfig=kw.pop("kubeconfig"), context=kw.pop("context"),
+                                timeout=kw.pop("timeout"))
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        return _options(f, opts, convert)
+
+    return cast(Callable[[F], F], decorate)
+
+
+kube_options = _kube_options("default")
 
 
 @main.group()
@@ -526,14 +773,18 @@ def controller() -> None:
 
 
 @controller.command("run")
-@click.option("--kubeconfig", envvar="KUBECONFIG", default=None)
+@click.option("--kubeconfig", default=None, metavar="FILE", help="Kubeconfig file (default:"
+              " in a Pod its service account, else $KUBECONFIG, else ~/.kube/config).")
 @click.option("--concurrent", type=int, default=4, show_default=True,
               help="Workers per kind.")
-@click.option("--metrics-addr", default=":8080", show_default=True)
-@click.option("--health-addr", default=":9440", show_default=True)
+@click.option("--metrics-addr", default=":8080", show_default=True,
+              help="Where Prometheus metrics are served (HOST:PORT or :PORT; 0 turns off).")
+@click.option("--health-addr", default=":9440", show_default=True,
+              help="Where /healthz and /readyz are served (HOST:PORT or :PORT; 0 turns off).")
 @click.option("--leader-elect", is_flag=True, help="Lease leader election.")
 @click.option("--leader-election-namespace", envvar="POD_NAMESPACE",
-              default="ocigitops-system", show_default=True)
+              default="ocigitops-system", show_default=True,
+              help="Namespace of the leader election Lease (default: $POD_NAMESPACE).")
 @click.option("--watch-namespace", default=None, help="Watch one namespace (default: all).")
 @click.option("--watch-label-selector", default=None, help="Shard by label selector.")
 @click.option("--no-cross-namespace-refs", is_flag=True,
@@ -550,7 +801,7 @@ def controller() -> None:
               help="How often a missing source artifact or dependency is checked again"
               " (a duration: 30s, 1m).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
-              default="info", show_default=True)
+              default="info", show_default=True, help="Least severe JSON log lines shown.")
 def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: str,
                        health_addr: str, leader_elect: bool, leader_election_namespace: str,
                        watch_namespace: str | None, watch_label_selector: str | None,
@@ -582,12 +833,16 @@ def get_sources() -> None:
 
 def _get_cmd(kind: str) -> Callable[..., None]:
     @kube_options
-    @click.option("--all-namespaces", "-A", is_flag=True)
-    def cmd(kubeconfig: str | None, namespace: str, all_namespaces: bool) -> None:
+    @click.option("--all-namespaces", "-A", is_flag=True, help="List every namespace.")
+    @output_option("table", "json", "yaml", default="table")
+    def cmd(cluster: Cluster, namespace: str, all_namespaces: bool, fmt: str) -> None:
         from ocigitops.puller.ops import get_objects, objects_table
 
-        rows = _run(get_objects(kubeconfig, kind, None if all_namespaces else namespace))
-        click.echo(objects_table(rows, all_namespaces))
+        rows = _run(get_objects(cluster, kind, None if all_namespaces else namespace))
+        if fmt == "table":
+            click.echo(objects_table(rows, all_namespaces))
+        else:
+            _emit([r.to_json() for r in rows], fmt)
 
     return cmd
 
@@ -596,42 +851,87 @@ get_sources.command("oci", help="OCIRepository sources.")(_get_cmd("OCIRepositor
 get_.command("kustomizations", help="Kustomizations.")(_get_cmd("Kustomization"))
 
 
+#: The kind words cluster commands take, as Flux's CLI (``ks`` is ``kustomization``).
+KINDS = click.Choice(["source", "kustomization", "ks"])
+
+
 @main.command()
-@click.argument("kind", type=click.Choice(["source", "kustomization"]))
+@click.argument("kind", type=KINDS)
 @click.argument("args", nargs=-1, required=True)
 @click.option("--with-source", is_flag=True, help="Reconcile the Kustomization's source first.")
-@click.option("--timeout", type=float, default=120.0, show_default=True)
+@output_option("json", "yaml")
 @kube_options
-def reconcile(kind: str, args: tuple[str, ...], with_source: bool, timeout: float,
-              kubeconfig: str | None, namespace: str) -> None:
-    """Ask the controller to reconcile now: `reconcile source oci NAME`,
-    `reconcile kustomization NAME [--with-source]`."""
+def reconcile(kind: str, args: tuple[str, ...], with_source: bool, fmt: str | None,
+              cluster: Cluster, namespace: str) -> None:
+    """Ask the controller to reconcile now and wait until it did (--timeout):
+    `reconcile source oci NAME`, `reconcile ks|kustomization NAME [--with-source]`."""
     from ocigitops.puller.ops import parse_target
     from ocigitops.puller.ops import reconcile as do_reconcile
 
-    result = _run(do_reconcile(kubeconfig, parse_target(kind, args), namespace,
-                               with_source=with_source, wait=timeout))
-    click.echo(result.summary())
+    result = _run(do_reconcile(cluster, parse_target(kind, args), namespace,
+                               with_source=with_source, wait=cluster.timeout))
+    if fmt:
+        _emit(result.to_json(), fmt)
+    else:
+        click.echo(result.summary())
 
 
 def _suspend_cmd(suspend: bool) -> Callable[..., None]:
-    @click.argument("kind", type=click.Choice(["source", "kustomization"]))
-    @click.argument("args", nargs=-1, required=True)
+    @click.argument("kind", type=KINDS)
+    @click.argument("args", nargs=-1)
+    @click.option("--all", "all_", is_flag=True, help="Every object of the kind in the"
+                  " namespace, as Flux's --all.")
+    @output_option("json", "yaml")
     @kube_options
-    def cmd(kind: str, args: tuple[str, ...], kubeconfig: str | None, namespace: str) -> None:
+    def cmd(kind: str, args: tuple[str, ...], all_: bool, fmt: str | None, cluster: Cluster,
+            namespace: str) -> None:
         from ocigitops.puller.ops import parse_target
         from ocigitops.puller.ops import suspend as do_suspend
 
-        click.echo(_run(do_suspend(kubeconfig, parse_target(kind, args), namespace,
-                                   suspend)).summary())
+        result = _run(do_suspend(cluster, parse_target(kind, args, all_=all_), namespace,
+                                 suspend))
+        if fmt:
+            _emit(result.to_json(), fmt)
+        else:
+            click.echo(result.summary())
 
     return cmd
 
 
-main.command("suspend", help="Suspend reconciliation: `suspend kustomization NAME`.")(
-    _suspend_cmd(True))
-main.command("resume", help="Resume reconciliation: `resume source oci NAME`.")(
-    _suspend_cmd(False))
+main.command("suspend", help="Suspend reconciliation: `suspend ks NAME`, `suspend source oci"
+             " NAME`, or every one in the namespace with --all.")(_suspend_cmd(True))
+main.command("resume", help="Resume reconciliation: `resume ks NAME`, `resume source oci"
+             " NAME`, or every one in the namespace with --all.")(_suspend_cmd(False))
+
+
+@main.command("version")
+@click.option("--client", "client_only", is_flag=True,
+              help="Print only the client version; do not contact a cluster.")
+@output_option("json", "yaml")
+@_kube_options("ocigitops-system")
+def version_cmd(client_only: bool, fmt: str | None, cluster: Cluster, namespace: str) -> None:
+    """Print the client version and, when a cluster is reachable, the controller's (its
+    Deployment's version label, in --namespace) and the API server's."""
+    from ocigitops.puller.ops import versions
+
+    info = _run(versions(None if client_only else cluster, namespace))
+    if info.note:
+        _info(info.note)
+    if fmt:
+        _emit(info.to_json(), fmt)
+    else:
+        click.echo("\n".join(info.lines()))
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_cmd(shell: str) -> None:
+    """Print the completion script for SHELL (click's shell completion)."""
+    from click.shell_completion import get_completion_class
+
+    script = get_completion_class(shell)
+    assert script is not None  # every choice above has one
+    click.echo(script(main, {}, "ocigitops", "_OCIGITOPS_COMPLETE").source())
 
 
 @main.group()
@@ -646,7 +946,9 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the cluster's data, logs and kubeconfig live (default"
+              " ~/.cache/ocigitops/devcluster).")
 @click.option("--kubeconfig-out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the admin kubeconfig here.")
 def cluster_up_cmd(state_dir: Path | None, kubeconfig_out: Path | None) -> None:
@@ -657,7 +959,9 @@ def cluster_up_cmd(state_dir: Path | None, kubeconfig_out: Path | None) -> None:
 
 
 @cluster.command("down")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the cluster's data, logs and kubeconfig live (default"
+              " ~/.cache/ocigitops/devcluster).")
 def cluster_down_cmd(state_dir: Path | None) -> None:
     """Stop it and delete its data."""
     from ocigitops.puller.devcluster import DEFAULT_STATE_DIR, main_down
@@ -674,7 +978,8 @@ def registry() -> None:
 @click.option("--storage", type=click.Path(file_okay=False, path_type=Path),
               default=Path("registry-data"), show_default=True,
               help="Directory holding the registry's content (OCI image layouts).")
-@click.option("--address", default="127.0.0.1:5000", show_default=True)
+@click.option("--address", default="127.0.0.1:5000", show_default=True,
+              help="HOST:PORT to listen on (0.0.0.0 for every interface; no TLS, no auth).")
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def registry_serve_cmd(storage: Path, address: str, verbose: bool) -> None:
     """Serve an OCI distribution registry (with the referrers API) from --storage."""
@@ -714,4 +1019,4 @@ def quickstart(address: str, state_dir: Path | None, examples: Path | None) -> N
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    main(prog_name="ocigitops")

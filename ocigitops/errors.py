@@ -1,22 +1,25 @@
 """Typed errors shared by every part of ocigitops.
 
 Every error's ``str()`` is one line a user can act on: what failed, and where it
-could be fixed. The CLI prints it as ``error: <message>`` and exits non-zero.
+could be fixed. The CLI prints it as ``error: <message>`` and exits with the error's
+``exit_code`` (the scheme is :mod:`ocigitops.exitcodes`).
 """
 
 from __future__ import annotations
+
+from ocigitops import exitcodes
 
 
 class OcigitopsError(Exception):
     """Base class of all errors ocigitops raises on purpose."""
 
-    exit_code = 1
+    exit_code = exitcodes.FAILURE
 
 
 class UsageError(OcigitopsError):
     """The command line or an input file is wrong in a way the user must fix."""
 
-    exit_code = 2
+    exit_code = exitcodes.USAGE
 
 
 class InvalidReferenceError(UsageError):
@@ -25,6 +28,8 @@ class InvalidReferenceError(UsageError):
 
 class CredentialsError(OcigitopsError):
     """Credentials could not be read (docker config, credential helper, secret)."""
+
+    exit_code = exitcodes.DENIED
 
 
 class RegistryError(OcigitopsError):
@@ -45,17 +50,25 @@ class RegistryError(OcigitopsError):
 class RegistryUnreachableError(RegistryError):
     """The registry could not be reached (DNS, refused connection, TLS, timeout)."""
 
+    exit_code = exitcodes.UNREACHABLE
+
 
 class AuthenticationError(RegistryError):
     """The registry refused the credentials (401) or the token exchange failed."""
+
+    exit_code = exitcodes.DENIED
 
 
 class PermissionDeniedError(RegistryError):
     """The registry accepted who we are but refused the operation (403)."""
 
+    exit_code = exitcodes.DENIED
+
 
 class NotFoundError(RegistryError):
     """A repository, manifest, tag or blob does not exist."""
+
+    exit_code = exitcodes.NOT_FOUND
 
 
 class UnsupportedError(RegistryError):
@@ -76,6 +89,8 @@ class MalformedDocumentError(OcigitopsError):
 
 class DeadlineExceededError(OcigitopsError):
     """An operation did not finish within its overall time limit."""
+
+    exit_code = exitcodes.UNREACHABLE
 
 
 class SizeMismatchError(OcigitopsError):
@@ -100,3 +115,31 @@ class RenderError(OcigitopsError):
 
 class ToolNotFoundError(OcigitopsError):
     """A required external program (kustomize, helm, git) is not installed."""
+
+
+class OutputConflictError(UsageError):
+    """What is already in a pull's ``--output`` is in the way of the artifact (a file where
+    the artifact has a folder, a symbolic link it would write through), or ``--clean``
+    would delete a directory that is not the pull's to delete."""
+
+
+class NotImplementedYetError(OcigitopsError):
+    """A flag value Flux accepts that ocigitops does not implement yet (``--provider aws``)."""
+
+
+class ConfigurationError(OcigitopsError):
+    """Local configuration is missing or unreadable (a kubeconfig, a context)."""
+
+
+class ClusterUnreachableError(OcigitopsError):
+    """The Kubernetes API server could not be reached (refused, DNS, TLS, timeout)."""
+
+    exit_code = exitcodes.UNREACHABLE
+
+
+class AddressInUseError(OcigitopsError):
+    """A server could not listen: its address is taken by another process."""
+
+
+class InvalidAddressError(UsageError, ValueError):
+    """A ``HOST:PORT`` listen address is malformed (a ValueError too, for older callers)."""

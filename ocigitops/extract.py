@@ -5,9 +5,14 @@ tree (hard links and symlinks are refused outright, as Flux does), device files,
 FIFOs, and archives whose uncompressed size, per-file size or entry count exceeds the
 limits. A gzip bomb is caught while decompressing, before its size is written anywhere.
 
-Extraction goes to a private temporary directory next to the target and is renamed
-into place only when the whole archive was read and verified: a broken archive never
-leaves partial files in the output directory.
+Extraction goes to a private staging directory inside the target, and the files are
+moved into place only when the whole archive was read and verified: a broken archive
+never leaves partial files in the output directory. Moving in overwrites the files the
+artifact holds and keeps every other file (as ``flux pull artifact`` does), unless the
+caller asks for the whole directory to be replaced (``clean``).
+
+:class:`Limits` is the one definition of what an artifact may hold: ``push artifact``
+checks a tree against the same limits before uploading it (:mod:`ocigitops.artifact`).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 import zlib
@@ -24,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
-from ocigitops.errors import DeadlineExceededError, SizeLimitError, UnsafeArchiveError
+from ocigitops.errors import (
+    DeadlineExceededError,
+    OutputConflictError,
+    SizeLimitError,
+    UnsafeArchiveError,
+    UsageError,
+)
 
 #: Defaults no normal manifest tree reaches and every zip bomb does.
 DEFAULT_MAX_TOTAL = 1024 * 1024 * 1024  # 1 GiB uncompressed
@@ -57,10 +70,74 @@ class Limits:
         if size > self.max_stream:
             raise SizeLimitError(f"{what} is {size} bytes compressed, over the"
                                  f" {self.max_stream}-byte limit for content of at most"
-                                 f" {self.max_total} bytes")
+                                 f" {self.max_total} bytes{_RAISE_HINT}")
 
+    # The checks below are shared by extraction and by packaging (push), so an artifact
+    # that push accepts is one that pull accepts, with the same words when it is not.
+
+    def check_entries(self, count: int, what: str = "archive") -> None:
+        """Raise SizeLimitError when ``count`` entries (files and folders) is too many."""
+        if count > self.max_entries:
+            raise SizeLimitError(f"{what} has more than {self.max_entries} entries")
+
+    def check_file(self, name: str, size: int, what: str = "archive entry") -> None:
+        """Raise SizeLimitError when one file of ``size`` bytes is over :attr:`max_file`."""
+        if size > self.max_file:
+            raise SizeLimitError(f"{what} {name!r} is {size} bytes, over the"
+                                 f" {self.max_file}-byte per-file limit (--max-file-size)")
+
+    def check_total(self, total: int, what: str = "archive") -> None:
+        """Raise SizeLimitError when file contents of ``total`` bytes are over :attr:`max_total`."""
+        if total > self.max_total:
+            raise SizeLimitError(f"{what} expands to more than {self.max_total} bytes (limit,"
+                                 " --max-size)")
+
+    def check_stream(self, size: int, what: str) -> None:
+        """Raise SizeLimitError when a tar stream of ``size`` bytes is over
+        :attr:`max_stream` (the bound :class:`BoundedGunzip` puts on a pull)."""
+        if size > self.max_stream:
+            raise SizeLimitError(f"{what} is {size} bytes as a tar stream, over the"
+                                 f" {self.max_stream}-byte limit for content of at most"
+                                 f" {self.max_total} bytes{_RAISE_HINT}")
+
+
+_RAISE_HINT = " (raise it with --max-size)"
 
 DEFAULT_LIMITS = Limits()
+
+_SIZE = re.compile(r"(\d{1,20})(|k|K|M|G|T|Ki|Mi|Gi|Ti)B?")
+_SIZE_UNITS = {"": 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
+               "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}
+
+
+def parse_size(text: str | int, flag: str = "size") -> int:
+    """A byte count as Kubernetes quantities write it: ``1048576``, ``512Mi``, ``1G``
+    (``k M G T`` are powers of 1000, ``Ki Mi Gi Ti`` of 1024; a trailing ``B`` is allowed).
+
+    Raises UsageError naming ``flag`` for anything else, and for zero.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _SIZE.fullmatch(text.strip())
+        if m is None:
+            raise UsageError(f"{flag} {text!r}: use a number of bytes or a size such as 512Mi"
+                             " or 1G")
+        value = int(m[1]) * _SIZE_UNITS[m[2]]
+    if value <= 0:
+        raise UsageError(f"{flag} {text!r}: must be more than 0 bytes")
+    return value
+
+
+def limits_from(max_size: str | int | None = None,
+                max_file_size: str | int | None = None) -> Limits:
+    """The limits ``--max-size`` (all file contents) and ``--max-file-size`` (one file)
+    ask for; each one not given keeps its default. Raises UsageError for a bad size."""
+    return Limits(
+        max_total=(parse_size(max_size, "--max-size") if max_size is not None
+                   else DEFAULT_MAX_TOTAL),
+        max_file=(parse_size(max_file_size, "--max-file-size") if max_file_size is not None
+                  else DEFAULT_MAX_FILE))
 
 
 class BoundedGunzip:
@@ -302,8 +379,7 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
     for member, body in _members(gunzip):
         _check_deadline(deadline)
         entries += 1
-        if entries > limits.max_entries:
-            raise SizeLimitError(f"archive has more than {limits.max_entries} entries")
+        limits.check_entries(entries)
         rel = _check_name(member.name)
         kind = member.typeflag
         if kind in (b"1", b"2"):
@@ -322,13 +398,9 @@ def extract_stream(stream: IO[bytes], dest: Path, limits: Limits = DEFAULT_LIMIT
             if kind not in _REGULAR:
                 raise UnsafeArchiveError(f"archive entry {member.name!r} has unsupported"
                                          f" type {kind!r}")
-            if member.size > limits.max_file:
-                raise SizeLimitError(f"archive entry {member.name!r} is {member.size} bytes,"
-                                     f" over the {limits.max_file}-byte per-file limit")
+            limits.check_file(member.name, member.size)
             total += member.size
-            if total > limits.max_total:
-                raise SizeLimitError(f"archive expands to more than {limits.max_total} bytes"
-                                     " (limit)")
+            limits.check_total(total)
             parent = target.parent
             if parent not in made:
                 # Links are refused, so a directory we created cannot point elsewhere;
@@ -365,7 +437,10 @@ def staging_dir(output: Path) -> Path:
 
 
 def commit_dir(staged: Path, output: Path) -> None:
-    """Move the extracted tree in ``staged`` to ``output``.
+    """Move the extracted tree in ``staged`` to ``output``, replacing it whole.
+
+    For directories that belong to the caller (the controller's working copies); a
+    user's ``pull --output`` is merged into instead (:func:`extract_to`).
 
     An existing ``output`` is replaced only after the new tree is complete; its
     previous content moves aside first and is deleted afterwards.
@@ -385,18 +460,104 @@ def commit_dir(staged: Path, output: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _make_output(output: Path) -> tuple[Path, list[Path]]:
+    """Make ``output`` an existing directory; returns its resolved path and the
+    directories created for it, outermost first, so a failed pull removes exactly those."""
+    if output.exists() and not output.is_dir():  # a link to a directory is the user's choice
+        raise UnsafeArchiveError(f"output {output} exists and is not a directory")
+    missing: list[Path] = []
+    p = output.absolute()
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    created: list[Path] = []
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+    return output.resolve(), created
+
+
+def _check_merge(tree: Path, output: Path) -> None:
+    """Refuse, before anything is written, when what ``output`` holds is in the way of
+    the extracted ``tree``: a file or a symbolic link where the artifact has a folder (the
+    pull never writes through a link: it could point anywhere), a folder where it has a
+    file, or a folder it would write into that is not writable."""
+    hint = "move it away, or pull with --clean to replace the whole directory"
+    writable: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(tree):
+        rel = Path(dirpath).relative_to(tree)
+        here = output / rel
+        if not here.is_dir():
+            continue  # created by the pull: nothing of the user's below it
+        if here not in writable:
+            if not os.access(here, os.W_OK | os.X_OK):
+                raise OutputConflictError(f"{here} is not writable: the artifact has files"
+                                          " there")
+            writable.add(here)
+        for name in dirnames:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(here / name)
+                if stat.S_ISLNK(st.st_mode):
+                    raise OutputConflictError(f"{here / name} is a symbolic link where the"
+                                              f" artifact has a folder: {hint}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise OutputConflictError(f"{here / name} is a file where the artifact"
+                                              f" has a folder: {hint}")
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(os.lstat(here / name).st_mode):
+                    raise OutputConflictError(f"{here / name} is a folder where the artifact"
+                                              f" has a file: {hint}")
+
+
+def _empty_dir(output: Path, keep: Path) -> None:
+    """Delete everything in ``output`` but ``keep`` (links are removed, never followed).
+    ``output`` itself stays: a shell whose current directory it is keeps working."""
+    for entry in os.scandir(output):
+        path = Path(entry.path)
+        if path == keep:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _merge(tree: Path, output: Path) -> None:
+    """Move the extracted ``tree`` into ``output``: a folder ``output`` lacks moves in
+    whole (one rename), a file replaces the file of the same name (each replace is
+    atomic), and everything else in ``output`` stays."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        rel = Path(dirpath).relative_to(tree)
+        here = output / rel
+        for name in list(dirnames):
+            if not os.path.lexists(here / name):
+                os.rename(Path(dirpath) / name, here / name)
+                dirnames.remove(name)  # moved with everything in it
+        for name in filenames:
+            os.replace(Path(dirpath) / name, here / name)
+
+
 async def extract_to(chunks: AsyncIterator[bytes], output: Path, limits: Limits = DEFAULT_LIMITS,
-                     *, deadline: float | None = None) -> int:
-    """Stream verified layer bytes to a spool file, extract, then move into ``output``.
+                     *, deadline: float | None = None, clean: bool = False) -> int:
+    """Stream verified layer bytes to a spool file, extract and check everything, then
+    move the files into ``output``, keeping the files the artifact does not hold (or,
+    with ``clean``, deleting them: see :func:`check_clean_target` for the caller's
+    guard). Returns the number of files written.
 
     The spool is needed because the digest is only known to be right once the last
     chunk arrived: nothing is extracted from unverified bytes. The spool never holds
     more than ``limits.max_stream`` bytes (callers also refuse a layer whose descriptor
-    says more, before downloading: :meth:`Limits.check_layer_size`).
+    says more, before downloading: :meth:`Limits.check_layer_size`). Both live in a
+    private folder inside ``output`` (same file system, so every move is a rename), which
+    is removed whatever happens; on failure ``output`` is as it was (and removed again if
+    the pull created it).
     """
-    staged = staging_dir(output)
+    root, created = _make_output(output)
+    staged: Path | None = None
     try:
-        with tempfile.TemporaryFile(dir=staged.parent) as spool:
+        staged = Path(tempfile.mkdtemp(prefix=".ocigitops-pull-", dir=root))
+        with tempfile.TemporaryFile(dir=staged) as spool:
             spooled = 0
             async for chunk in chunks:
                 spooled += len(chunk)
@@ -408,8 +569,38 @@ async def extract_to(chunks: AsyncIterator[bytes], output: Path, limits: Limits 
             tree = staged / "tree"
             tree.mkdir()
             count = extract_stream(spool, tree, limits, deadline=deadline)
-        commit_dir(tree, output)
+        if clean:
+            _empty_dir(root, keep=staged)
+        else:
+            _check_merge(tree, root)
+        created = []  # from here on the output is the pull's result, kept
+        _merge(tree, root)
         return count
     finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(staged)
+        if staged is not None:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(staged)
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def check_clean_target(output: Path, *, force: bool = False) -> None:
+    """Refuse ``--clean`` (delete everything in ``output`` first) when ``output`` is a
+    directory a mistyped flag should not wipe: ``/``, the home directory, the current
+    directory or one that holds it, or a Git work tree's root. ``force`` allows it."""
+    if force:
+        return
+    out = output.resolve()
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    why = ("the root directory" if out == out.parent
+           else "your home directory" if out == home
+           else "a directory that holds your home directory" if out in home.parents
+           else "the current directory" if out == cwd
+           else "a directory that holds the current directory" if out in cwd.parents
+           else "the root of a Git work tree, its .git included"
+           if os.path.lexists(out / ".git") else "")
+    if why:
+        raise OutputConflictError(f"--clean would delete everything in {out} ({why}): pull"
+                                  " into a directory of its own, or add --force")

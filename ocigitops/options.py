@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ocigitops.errors import UsageError
+from ocigitops.errors import NotImplementedYetError, UsageError
 
 if TYPE_CHECKING:
     from ocigitops.registry import RegistryClient
@@ -28,6 +28,8 @@ class RegistryOptions:
     """How to reach a registry: the flags every registry command accepts.
 
     ``timeout`` is the deadline of the whole operation, as Flux's ``--timeout``.
+    ``provider`` is Flux's ``--provider``: only ``generic`` (credentials from flags or a
+    docker config) is implemented; the cloud ones fail clearly when a client is made.
     """
 
     creds: str | None = None
@@ -37,9 +39,14 @@ class RegistryOptions:
     cert_file: str | None = None
     key_file: str | None = None
     timeout: float = 300.0
+    provider: str = "generic"
 
     def client(self) -> RegistryClient:
-        """A new (unopened) client; use it as ``async with options.client() as client``."""
+        """A new (unopened) client; use it as ``async with options.client() as client``.
+
+        Raises NotImplementedYetError for a cloud ``provider``.
+        """
+        check_provider(self.provider)
         # Imported here: httpx costs start-up time the CLI only pays when it connects.
         from ocigitops.registry import client_from_flags
 
@@ -47,6 +54,23 @@ class RegistryOptions:
                                  docker_config=self.docker_config, ca_file=self.ca_file,
                                  cert_file=self.cert_file, key_file=self.key_file,
                                  timeout=self.timeout)
+
+
+#: Flux's ``--provider`` values.
+PROVIDERS = ("generic", "aws", "azure", "gcp")
+
+
+def check_provider(provider: str) -> None:
+    """Accept ``generic``; refuse the cloud providers (not implemented yet) and anything
+    else, each with what to do instead."""
+    if provider == "generic":
+        return
+    if provider in PROVIDERS:
+        raise NotImplementedYetError(
+            f"--provider {provider} is not implemented yet: use --provider generic with"
+            " --creds or a docker config (docker login, or your cloud's"
+            " get-login-password/access token as --creds)")
+    raise UsageError(f"--provider {provider!r}: use one of {', '.join(PROVIDERS)}")
 
 
 def parse_annotations(values: Annotations) -> dict[str, str]:

@@ -77,6 +77,28 @@ class Reference:
         return f"oci://{self}"
 
 
+def is_loopback(host: str) -> bool:
+    """Is the registry ``host`` (``name[:port]``, ``[v6][:port]``) on this machine by its
+    literal name: ``localhost``, an address in ``127.0.0.0/8``, or ``::1``?
+
+    Decided on the name as written, never by resolving it: a DNS answer must not be able
+    to turn TLS off.
+    """
+    import ipaddress
+
+    name = host
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def validate_tag(tag: str) -> str:
     """Return ``tag`` or raise InvalidReferenceError."""
     if not _TAG_RE.match(tag):
@@ -94,6 +116,14 @@ def validate_digest(digest: str) -> str:
             f"invalid digest {digest!r}: expected sha256: followed by 64 lowercase hex digits"
         )
     return digest
+
+
+def _names_a_host(first: str) -> bool:
+    """Does a slash-less reference look like a registry host rather than a Docker Hub
+    image (``ghcr.io``, ``127.0.0.1:5000``, ``localhost:5000``, ``[::1]:5000``; not
+    ``nginx`` or ``redis:7``)?"""
+    name = first.partition(":")[0]
+    return first.startswith("[") or "." in name or name == "localhost"
 
 
 def parse_reference(text: str, *, require_scheme: bool = False) -> Reference:
@@ -118,6 +148,12 @@ def parse_reference(text: str, *, require_scheme: bool = False) -> Reference:
         validate_digest(digest)
 
     first, _, rest = raw.partition("/")
+    if not rest and _names_a_host(first):
+        # Without this, oci://127.0.0.1:5000 would read as Docker Hub's library/127.0.0.1
+        # at tag 5000: a request to a registry the user never named.
+        raise InvalidReferenceError(
+            f"{text!r} names the registry {first.rstrip('/')} but no repository: use"
+            f" oci://{first.rstrip('/')}/REPOSITORY[:TAG]")
     if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, path = first, rest
     else:

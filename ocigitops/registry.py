@@ -35,7 +35,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 import httpx
 
-from ocigitops import jsonsafe
+from ocigitops import httplog, jsonsafe
 from ocigitops.auth import Challenge, CredentialResolver, Credentials, parse_challenge
 from ocigitops.digests import check_digest, digest_of, hashed, hasher, is_digest
 from ocigitops.errors import (
@@ -51,7 +51,7 @@ from ocigitops.errors import (
     UnsupportedError,
 )
 from ocigitops.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
-from ocigitops.reference import Reference
+from ocigitops.reference import Reference, is_loopback
 from ocigitops.version import __version__
 
 log = logging.getLogger("ocigitops.registry")
@@ -228,12 +228,26 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _transient(e: httpx.TransportError) -> bool:
-    """Worth retrying? TLS failures and protocol mismatches never heal by retrying."""
+    """Worth retrying? TLS failures and protocol mismatches never heal by retrying, and
+    neither does a refused connection or an unknown host name: a registry that is not
+    running is reported at once rather than after seconds of silent backoff (issue 9).
+    A controller tries again at its next interval anyway."""
     if isinstance(e, httpx.UnsupportedProtocol):
+        return False
+    import errno
+    import socket
+
+    if httplog.cause_errno(e) in (errno.ECONNREFUSED, socket.EAI_NONAME):
         return False
     text = str(e)
     return not any(s in text for s in ("WRONG_VERSION_NUMBER", "CERTIFICATE_VERIFY_FAILED",
                                        "wrong version number", "SSL", "TLSV1_ALERT"))
+
+
+def _speaks_plain_http(e: BaseException) -> bool:
+    """Did a TLS handshake fail because the server answered in plain HTTP?"""
+    text = str(e)
+    return "WRONG_VERSION_NUMBER" in text or "wrong version number" in text
 
 
 def _basic(creds: Credentials) -> str:
@@ -260,7 +274,11 @@ class RegistryClient:
     """One client for any number of registries; use as ``async with RegistryClient() as c``.
 
     ``insecure`` (True or a set of hosts) selects plain HTTP; everything else is HTTPS
-    verified against the system trust store or ``ca_file``.
+    verified against the system trust store or ``ca_file``, except that a loopback
+    registry (``localhost``, ``127.0.0.0/8``, ``::1``) that answers a TLS handshake in
+    plain HTTP is then spoken to in plain HTTP, as the Docker engine and
+    go-containerregistry (Flux) allow without a flag: traffic that never leaves the
+    machine gains nothing from TLS, and a loopback registry with TLS still gets TLS.
 
     ``timeout`` bounds each connect and each read. ``deadline`` (seconds) bounds the
     whole ``async with`` block: a registry that answers one byte every few seconds gets
@@ -284,14 +302,20 @@ class RegistryClient:
         transport: httpx.AsyncBaseTransport | None = None,
         proxy: str | None = None,
         deadline: float | None = None,
+        loopback_plain_http: bool = True,
     ) -> None:
         self._deadline = deadline
+        #: The Docker rule for loopback registries (class docstring); False holds them to
+        #: TLS like any other host.
+        self.loopback_plain_http = loopback_plain_http
         self._timeout_cm: asyncio.Timeout | None = None
         #: ``time.monotonic()`` value at which the deadline passes (None: no deadline).
         self.deadline_at: float | None = None
         self._credentials = credentials or CredentialResolver()
         self._insecure_all = insecure is True
         self._insecure_hosts = set() if isinstance(insecure, bool) else set(insecure)
+        #: Loopback hosts found to speak plain HTTP (see the class docstring).
+        self._plain_loopback: set[str] = set()
         verify: ssl.SSLContext | bool
         if self._insecure_all:
             verify = False  # plain HTTP only: no TLS context to build
@@ -309,6 +333,7 @@ class RegistryClient:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             proxy=proxy,
         )
+        httplog.install(self._http)
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -344,7 +369,8 @@ class RegistryClient:
 
     def base_url(self, host: str) -> str:
         """``scheme://host`` used for the registry ``host``."""
-        plain = self._insecure_all or host in self._insecure_hosts
+        plain = (self._insecure_all or host in self._insecure_hosts
+                 or host in self._plain_loopback)
         return f"{'http' if plain else 'https'}://{host}"
 
     def _state(self, host: str) -> _HostState:
@@ -410,6 +436,8 @@ class RegistryClient:
         no answer is ever read whole whatever its size.
         """
         attempt = 0
+        if host in self._plain_loopback and url.startswith(f"https://{host}/"):
+            url = "http://" + url[len("https://"):]  # found to speak plain HTTP before
         while True:
             body: bytes | AsyncIterator[bytes] | None = (
                 _aiter(content()) if callable(content) else content)
@@ -423,11 +451,15 @@ class RegistryClient:
                 # can surface from a read rather than as an httpx ConnectError.
                 raise self._unreachable(host, e) from e
             except httpx.TransportError as e:
+                if self._fall_back_to_plain(host, url, e):
+                    url = "http://" + url[len("https://"):]
+                    continue
                 if attempt >= self.max_retries or not _transient(e):
                     raise self._unreachable(host, e) from e
                 delay = self._backoff(attempt, None)
-                log.debug("transport error, retrying",
-                          extra={"host": host, "error": type(e).__name__, "delay": delay})
+                log.debug("%s %s: %s (%s), retry %d of %d in %.2fs", method, host,
+                          type(e).__name__, str(e).splitlines()[0] if str(e) else "",
+                          attempt + 1, self.max_retries, delay)
             else:
                 if resp.status_code not in _RETRY_STATUSES or attempt >= self.max_retries:
                     if stream:
@@ -440,10 +472,22 @@ class RegistryClient:
                     return self._loaded(resp, body)
                 delay = self._backoff(attempt, _retry_after(resp))
                 await resp.aclose()
-                log.debug("transient status, retrying",
-                          extra={"host": host, "status": resp.status_code, "delay": delay})
+                log.debug("%s %s: status %d, retry %d of %d in %.2fs", method, host,
+                          resp.status_code, attempt + 1, self.max_retries, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+    def _fall_back_to_plain(self, host: str, url: str, e: BaseException) -> bool:
+        """Switch loopback ``host`` to plain HTTP when its TLS handshake got a plain HTTP
+        answer (the class docstring says why); True when ``url`` should be resent so."""
+        if (not self.loopback_plain_http or not is_loopback(host)
+                or not url.startswith(f"https://{host}/") or not _speaks_plain_http(e)):
+            return False
+        # Concurrent requests may all have tried TLS before the first one found out.
+        if host not in self._plain_loopback:
+            log.debug("%s is a loopback registry speaking plain HTTP: using http://", host)
+            self._plain_loopback.add(host)
+        return True
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -452,13 +496,13 @@ class RegistryClient:
         return exp / 2 + random.uniform(0, exp / 2)
 
     def _unreachable(self, host: str, e: BaseException) -> RegistryUnreachableError:
-        text = str(e) or type(e).__name__
+        full, text = str(e), httplog.transport_cause(e)
         hint = ""
-        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+        if _speaks_plain_http(e):
             hint = " (the registry speaks plain HTTP: pass --insecure-registry)"
-        elif "CERTIFICATE_VERIFY_FAILED" in text:
+        elif "CERTIFICATE_VERIFY_FAILED" in full:
             hint = " (TLS certificate not trusted: pass --ca-file with the registry's CA)"
-        elif "BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+        elif "BAD_CERTIFICATE" in full or "CERTIFICATE_REQUIRED" in full:
             hint = (" (the registry refused our TLS client certificate, or wants one:"
                     " pass --cert-file and --key-file)")
         elif isinstance(e, httpx.ConnectError):
@@ -466,7 +510,7 @@ class RegistryClient:
         elif isinstance(e, httpx.TimeoutException):
             hint = " (timed out)"
         return RegistryUnreachableError(
-            f"cannot reach registry {host}: {text.splitlines()[0] if text else ''}{hint}",
+            f"cannot reach registry {host}: {text}{hint}",
             url=self.base_url(host))
 
     async def _token(self, host: str, challenge: Challenge, scopes: list[str],

@@ -47,6 +47,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote
 
+from ocigitops.errors import AddressInUseError, InvalidAddressError, OcigitopsError
 from ocigitops.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from ocigitops.version import __version__
 
@@ -1217,12 +1218,26 @@ def _url_host(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into host and port."""
+def parse_address(address: str, flag: str = "--address") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into host and port.
+
+    Raises InvalidAddressError (a usage error, which is a ValueError too) naming ``flag``.
+    """
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InvalidAddressError(f"{flag} {address!r}: use HOST:PORT with a port from 0 to"
+                                  " 65535, e.g. 127.0.0.1:5000")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def listen_error(address: str, e: OSError) -> OcigitopsError:
+    """The one-line error for a server that could not listen on ``address``."""
+    import errno
+
+    if e.errno == errno.EADDRINUSE:
+        return AddressInUseError(f"cannot listen on {address}: the address is already in use"
+                                 " (stop what listens there, or pick another address)")
+    return OcigitopsError(f"cannot listen on {address}: {e.strerror or e}")
 
 
 def serve(storage: Path, address: str = "127.0.0.1:5000") -> None:
@@ -1231,7 +1246,10 @@ def serve(storage: Path, address: str = "127.0.0.1:5000") -> None:
     Logs one info line with the URL at start, and one debug line per request.
     """
     host, port = parse_address(address)
-    server = make_server(storage, host, port)
+    try:
+        server = make_server(storage, host, port)
+    except OSError as e:
+        raise listen_error(address, e) from e
     bound_port = server.server_address[1]
     log.info("OCI registry listening on http://%s (storage %s)", _url_host(host, bound_port),
              Path(storage).resolve())

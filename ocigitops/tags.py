@@ -28,6 +28,7 @@ def filter_tags(tags: Sequence[str], semver_range: str | None = None,
             raise UsageError(f"--filter-regex {regex!r} does not compile: {e}") from e
         visible = [t for t in visible if pattern.search(t)]
     if semver_range:
+        check_semver_range(semver_range)
         matched: list[tuple[semver.Version, str]] = []
         for t in visible:
             v = parse_semver(t)
@@ -35,6 +36,28 @@ def filter_tags(tags: Sequence[str], semver_range: str | None = None,
                 matched.append((v, t))
         return [t for _, t in sorted(matched, reverse=True)]
     return sorted(visible, reverse=True)
+
+
+def check_semver_range(constraint: str) -> str:
+    """Return ``constraint`` if it parses as a semver range, else raise UsageError.
+
+    Every part is parsed up front: matching alone would never look at a garbage range
+    when no tag is a version, and would silently list nothing.
+    """
+    probe = semver.Version(0, 0, 0)
+    parts = [c for alt in constraint.split("||") for c in re.split(r"[,\s]+", alt.strip())
+             if c]
+    bad = None if parts else "it is empty"
+    for c in parts:
+        try:
+            _match_one(probe, c)
+        except ValueError:
+            bad = f"cannot read {c!r}"
+            break
+    if bad:
+        raise UsageError(f"invalid semver range {constraint!r} ({bad}): use e.g. '>=1.0.0',"
+                         " '>=1.0.0 <2.0.0', '~1.2' or '1.x'")
+    return constraint
 
 
 def parse_semver(tag: str) -> semver.Version | None:

@@ -9,8 +9,10 @@ cannot be represented, and ends with exactly two zero blocks.
 Entries are what Flux writes: for a directory, a ``.`` root entry, then every directory and regular
 file in lexical (byte) order, depth first; names relative and slash-separated with no
 trailing slash on directories; mode = permission bits (+ setuid/setgid/sticky); uid,
-gid 0; empty user and group names; mtime 0. Symlinks and special files are skipped.
-A single file is archived alone under its base name.
+gid 0; empty user and group names; mtime 0. Symlinks and special files are skipped
+(and reported to the caller, who warns); with ``resolve_symlinks`` a link is archived as
+what it points to, as ``flux push artifact --resolve-symlinks`` (flux 2.9) does. A single
+file is archived alone under its base name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from ocigitops.errors import UsageError
 
 BLOCK = 512
 _NAME_SIZE = 100
@@ -126,11 +130,23 @@ def _perm_bits(st_mode: int) -> int:
     return stat.S_IMODE(st_mode) & 0o7777
 
 
-def walk(root: Path, exclude: Callable[[str, bool], bool] | None = None) -> Iterator[Entry]:
+#: Called with an archive name and why it was left out (a link, a socket...).
+OnSkip = Callable[[str, str], None]
+
+
+def walk(root: Path, exclude: Callable[[str, bool], bool] | None = None, *,
+         resolve_symlinks: bool = False, on_skip: OnSkip | None = None) -> Iterator[Entry]:
     """Yield the members Flux would archive for ``root``, in Go's filepath.Walk order.
 
     ``exclude(relative_name, is_dir)`` drops a member; as in Flux, excluding a directory
     drops only its own entry, its children are still offered one by one.
+
+    A symbolic link is left out, and ``on_skip`` told, unless ``resolve_symlinks``: then
+    it is archived as its target (a file's content and mode, a folder's tree) under the
+    link's name, wherever the target is, as Flux's ``--resolve-symlinks``. A link that
+    leads back into a folder it is inside would repeat for ever: it is left out and
+    reported. A link whose target is missing is an error (UsageError naming it), as in Flux.
+    Sockets, devices and FIFOs are always left out and reported.
     """
     root_st = root.stat()
     if stat.S_ISREG(root_st.st_mode):
@@ -140,26 +156,44 @@ def walk(root: Path, exclude: Callable[[str, bool], bool] | None = None) -> Iter
         return
     yield Entry(root, ".", True, _perm_bits(root_st.st_mode), 0)
 
-    def visit(directory: Path, rel: str) -> Iterator[Entry]:
-        try:
-            names = sorted(os.listdir(directory), key=os.fsencode)
-        except OSError:
-            raise
+    def skip(name: str, why: str) -> None:
+        if on_skip:
+            on_skip(name, why)
+
+    def visit(directory: Path, rel: str, ancestors: frozenset[tuple[int, int]],
+              ) -> Iterator[Entry]:
+        names = sorted(os.listdir(directory), key=os.fsencode)
         for n in names:
             p = directory / n
             st = p.lstat()
             name = f"{rel}/{n}" if rel else n
+            if stat.S_ISLNK(st.st_mode):
+                if not resolve_symlinks:
+                    if not (exclude and exclude(name, False)):
+                        skip(name, f"a symbolic link to {os.readlink(p)} (not archived;"
+                                   " --resolve-symlinks archives its target)")
+                    continue
+                try:
+                    st = p.stat()
+                except FileNotFoundError:
+                    raise UsageError(f"--resolve-symlinks: {p} is a symbolic link to"
+                                     f" {os.readlink(p)}, which does not exist") from None
+                if stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) in ancestors:
+                    skip(name, f"a symbolic link to {os.readlink(p)}, a folder it is inside"
+                               " (a loop: not followed)")
+                    continue
             if stat.S_ISDIR(st.st_mode):
                 if not (exclude and exclude(name, True)):
                     yield Entry(p, name, True, _perm_bits(st.st_mode), 0)
-                yield from visit(p, name)
+                yield from visit(p, name, ancestors | {(st.st_dev, st.st_ino)})
             elif stat.S_ISREG(st.st_mode):
                 if exclude and exclude(name, False):
                     continue
                 yield Entry(p, name, False, _perm_bits(st.st_mode), st.st_size)
-            # Symlinks, sockets, devices: skipped, as Flux does.
+            elif not (exclude and exclude(name, False)):
+                skip(name, "not a regular file or folder (a socket, device or FIFO)")
 
-    yield from visit(root, "")
+    yield from visit(root, "", frozenset({(root_st.st_dev, root_st.st_ino)}))
 
 
 def write_tar(entries: Iterator[Entry], out: BinaryIO) -> int:

@@ -70,6 +70,19 @@ class Registry:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def loopback_alias() -> str | None:
+    """A host name other than ``localhost`` that this machine resolves to 127.0.0.1, or
+    None. It reaches a test registry while not being a loopback name as written, so the
+    loopback rule (plain HTTP without ``--insecure-registry``) does not apply to it."""
+    for name in (socket.gethostname(), "localhost.localdomain"):
+        try:
+            if name != "localhost" and socket.gethostbyname(name) == "127.0.0.1":
+                return name
+        except OSError:
+            continue
+    return None
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:

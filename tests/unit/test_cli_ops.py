@@ -99,7 +99,7 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
 
     class Factory:
         @staticmethod
-        def from_kubeconfig(path: str | None) -> FakeKube:
+        def from_kubeconfig(path: str | None, **kw: Any) -> FakeKube:
             seen.append(path)
             return fake
 

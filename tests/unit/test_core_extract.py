@@ -169,19 +169,33 @@ def test_extracts_a_normal_archive(tmp_path: Path) -> None:
     assert stat.S_IMODE((dest / "noperm").stat().st_mode) == 0o600  # owner can read
 
 
-def test_extract_to_replaces_output_atomically(tmp_path: Path) -> None:
+def test_extract_to_keeps_what_the_artifact_does_not_hold(tmp_path: Path) -> None:
+    """Issue 9: the artifact's files overwrite theirs, every other file stays (as Flux)."""
     parent = tmp_path / "p"
     out = parent / "out"
     (out / "old").mkdir(parents=True)
     (out / "old" / "stale.yaml").write_text("stale")
+    (out / "good.yaml").write_text("previous")
     assert extract_into(tgz(GOOD, member("b/c.yaml", b"c")), out) == 2
-    assert snapshot(out) == {"b": None, "b/c.yaml": b"c", "good.yaml": b"kind: ConfigMap\n"}
+    assert snapshot(out) == {"b": None, "b/c.yaml": b"c", "good.yaml": b"kind: ConfigMap\n",
+                             "old": None, "old/stale.yaml": b"stale"}
     assert_clean_parent(parent, {"out"})
+    assert not [n for n in os.listdir(out) if n.startswith(".ocigitops-pull-")]
     # into a directory that does not exist yet
     fresh = parent / "fresh"
     assert extract_into(tgz(GOOD), fresh) == 1
     assert snapshot(fresh) == {"good.yaml": b"kind: ConfigMap\n"}
     assert_clean_parent(parent, {"out", "fresh"})
+
+
+def test_extract_to_clean_replaces_the_content(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "stale.yaml").write_text("stale")
+    inode = out.stat().st_ino
+    assert asyncio.run(extract_to(_chunks(tgz(GOOD)), out, Limits(), clean=True)) == 1
+    assert snapshot(out) == {"good.yaml": b"kind: ConfigMap\n"}
+    assert out.stat().st_ino == inode  # emptied, not replaced: a shell inside keeps working
 
 
 # ------------------------------------------------------------------ hostile archives

@@ -82,13 +82,15 @@ def test_publish_pushes_and_reports(reg: BackgroundRegistry, remote: RegistryOpt
     result = run(publish(request(reg, "acme/app:v1", tree, annotations=["team=platform"],
                                  reproducible=True), remote, say=said.append))
     assert result.push.pushed
-    assert result.push.url == f"oci://{reg.host}/acme/app:v1"
+    # Issue 9: the URL is the digest URL, as flux push artifact -o json prints it.
+    assert result.push.url == f"oci://{reg.host}/acme/app@{result.digest}"
     assert result.repository_url == f"oci://{reg.host}/acme/app"
     assert result.digest.startswith("sha256:") and result.digest == result.push.digest
     assert result.rendered is None and result.signature is None
     assert said == []  # nothing rendered, nothing signed: no step to tell
     assert result.to_json() == {"url": result.push.url, "repository": f"{reg.host}/acme/app",
-                                "tag": "v1", "digest": result.digest, "pushed": True}
+                                "tag": "v1", "digest": result.digest, "pushed": True,
+                                "tagged": True}
     # --reproducible: the same content and metadata give the same digest.
     again = run(publish(request(reg, "acme/app:v1-again", tree, annotations={"team": "platform"},
                                 reproducible=True), remote))
@@ -217,8 +219,10 @@ def test_tag_list_and_table(reg: BackgroundRegistry, remote: RegistryOptions,
     with pytest.raises(UsageError, match="at least one --tag"):
         run(tag(f"oci://{reg.host}/acme/app:1.0.0", [], remote))
 
-    rows = run(list_repository(f"oci://{reg.host}/acme/app:ignored", remote,
-                               semver_range=">=1.0.0"))
+    # Issue 9: a tag in the URL is refused, no longer ignored.
+    with pytest.raises(UsageError, match="drop ':ignored'"):
+        run(list_repository(f"oci://{reg.host}/acme/app:ignored", remote))
+    rows = run(list_repository(f"oci://{reg.host}/acme/app", remote, semver_range=">=1.0.0"))
     assert [r.tag for r in rows] == ["1.1.0", "1.0.0"]
     assert {r.digest for r in rows} == {pushed.digest}
     assert all(r.source == SRC and r.revision == REV for r in rows)

@@ -21,6 +21,7 @@ from ocigitops.artifact import (
     ArtifactManifest,
     Layer,
     Metadata,
+    Warn,
     build_config,
     build_layer,
     build_manifest,
@@ -28,7 +29,7 @@ from ocigitops.artifact import (
     parse_manifest,
 )
 from ocigitops.errors import NotFoundError, UsageError
-from ocigitops.extract import BoundedGunzip
+from ocigitops.extract import DEFAULT_LIMITS, BoundedGunzip, Limits
 from ocigitops.reference import Reference, validate_tag
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
 from ocigitops.tags import filter_tags
@@ -38,21 +39,33 @@ ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
 
 @dataclass
 class PushResult:
-    """What a push did. ``pushed`` is False when ``--diff-tag`` found identical content."""
+    """What a push did.
 
+    ``pushed`` is False when ``--diff-tag`` found identical content: then nothing was
+    uploaded, ``digest`` is the existing artifact's, and ``tagged`` says whether ``tag``
+    was added to it (``tag_unchanged``) or never created.
+    """
+
+    #: ``oci://host/repo@digest``: the digest URL, as ``flux push artifact -o json``.
     url: str
     repository: str
     tag: str
     digest: str
     pushed: bool = True
+    #: Whether ``tag`` now points at ``digest``.
+    tagged: bool = True
+    #: One line for people (stderr): what was done, and what was not.
     message: str = ""
     layer_digest: str = ""
     diff_id: str = ""
+    #: Warnings met while packaging (links left out, an empty artifact), in order.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        """The ``-o json`` document (Flux's fields plus ``pushed``)."""
+        """The ``-o json`` document: Flux's fields (``url`` is the digest URL), then
+        ``pushed`` and ``tagged``."""
         return {"url": self.url, "repository": self.repository, "tag": self.tag,
-                "digest": self.digest, "pushed": self.pushed}
+                "digest": self.digest, "pushed": self.pushed, "tagged": self.tagged}
 
 
 async def _remote_diff_id(client: RegistryClient, ref: Reference,
@@ -82,6 +95,21 @@ async def _remote_diff_id(client: RegistryClient, ref: Reference,
     return "sha256:" + h.hexdigest()
 
 
+async def _unchanged_digest(client: RegistryClient, ref: Reference, diff_tag: str,
+                            diff_id: str) -> str | None:
+    """The digest at ``diff_tag`` when its content is ``diff_id``; None when it differs or
+    the tag does not exist."""
+    validate_tag(diff_tag)
+    try:
+        remote = await client.get_manifest(ref.with_tag(diff_tag))
+    except NotFoundError:
+        return None
+    manifest = parse_manifest(remote.data, remote.media_type)
+    if await _remote_diff_id(client, ref, manifest) != diff_id:
+        return None
+    return remote.digest
+
+
 async def push_artifact(
     client: RegistryClient,
     ref: Reference,
@@ -91,36 +119,44 @@ async def push_artifact(
     ignore: Sequence[str] = (),
     reproducible: bool = False,
     diff_tag: str | None = None,
+    tag_unchanged: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    resolve_symlinks: bool = False,
+    warn: Warn | None = None,
     progress: ProgressFactory | None = None,
 ) -> PushResult:
     """Package ``path`` and push it to ``ref`` (which must carry a tag).
 
+    The tree is checked against ``limits`` while it is packaged, before anything is
+    uploaded: what a pull with the same limits would refuse is never pushed.
+    ``resolve_symlinks`` archives what links point to; without it each link left out is
+    a warning (``warn``, and :attr:`PushResult.warnings`), as is an empty artifact.
+
     With ``diff_tag`` the content is compared with that tag first (by the digest of the
     uncompressed tar, so artifacts pushed by Flux compare equal too) and nothing is
-    pushed when it is the same.
+    pushed when it is the same; ``tag_unchanged`` then adds ``ref``'s tag to the
+    existing digest, otherwise the tag is not created.
     """
     if not ref.tag or ref.digest:
         raise UsageError(f"{ref.url()}: push needs a tag (oci://repo:tag), not a digest")
     if not meta.source or not meta.revision:
         raise UsageError("--source and --revision are required outside a Git checkout and"
                          " GitHub Actions")
+    warnings: list[str] = []
+
+    def note(line: str) -> None:
+        warnings.append(line)
+        if warn:
+            warn(line)
+
     with tempfile.TemporaryDirectory(prefix="ocigitops-push-") as tmp:
-        layer: Layer = build_layer(path, Path(tmp) / "artifact.tgz", ignore)
-        if diff_tag:
-            validate_tag(diff_tag)
-            try:
-                remote = await client.get_manifest(ref.with_tag(diff_tag))
-                remote_manifest = parse_manifest(remote.data, remote.media_type)
-                remote_diff = await _remote_diff_id(client, ref, remote_manifest)
-            except NotFoundError:
-                remote_diff = ""
-            if remote_diff == layer.diff_id:
-                return PushResult(
-                    url=ref.with_tag(ref.tag).url(), repository=ref.name, tag=ref.tag,
-                    digest=remote.digest, pushed=False, layer_digest=layer.digest,
-                    diff_id=layer.diff_id,
-                    message=f"content unchanged from tag {diff_tag} ({remote.digest}):"
-                            " nothing pushed")
+        layer: Layer = build_layer(path, Path(tmp) / "artifact.tgz", ignore, limits=limits,
+                                   resolve_symlinks=resolve_symlinks, warn=note)
+        existing = (await _unchanged_digest(client, ref, diff_tag, layer.diff_id)
+                    if diff_tag else None)
+        if existing is not None:
+            return await _unchanged(client, ref, existing, str(diff_tag), tag_unchanged,
+                                    layer, warnings)
         created = REPRODUCIBLE_CREATED if reproducible else (meta.created or now_rfc3339())
         meta = Metadata(source=meta.source, revision=meta.revision, created=created,
                         annotations=dict(meta.annotations))
@@ -133,9 +169,27 @@ async def push_artifact(
         )
         manifest = build_manifest(config_desc, [layer.descriptor()], meta.to_annotations())
         digest, _ = await client.put_manifest(ref, manifest, mt.OCI_MANIFEST, tag=ref.tag)
-    return PushResult(url=ref.url(), repository=ref.name, tag=ref.tag, digest=digest,
-                      layer_digest=layer.digest, diff_id=layer.diff_id,
-                      message=f"pushed {ref.url()}@{digest}")
+    return PushResult(url=ref.repo_only().with_digest(digest).url(), repository=ref.name,
+                      tag=ref.tag, digest=digest, layer_digest=layer.digest,
+                      diff_id=layer.diff_id, warnings=warnings,
+                      message=f"artifact pushed to {ref.url()}")
+
+
+async def _unchanged(client: RegistryClient, ref: Reference, digest: str, diff_tag: str,
+                     tag_unchanged: bool, layer: Layer, warnings: list[str]) -> PushResult:
+    """The ``--diff-tag`` no-op: nothing uploaded; the tag added only when asked."""
+    assert ref.tag is not None  # push_artifact checked it
+    if tag_unchanged:
+        await tag_artifact(client, ref.repo_only().with_digest(digest), [ref.tag])
+        message = (f"content unchanged from tag {diff_tag} ({digest}): nothing pushed,"
+                   f" tagged it {ref.tag}")
+    else:
+        message = (f"content unchanged from tag {diff_tag} ({digest}): nothing pushed and"
+                   f" tag {ref.tag} not created (--tag-unchanged adds it)")
+    return PushResult(url=ref.repo_only().with_digest(digest).url(), repository=ref.name,
+                      tag=ref.tag, digest=digest, pushed=False, tagged=tag_unchanged,
+                      layer_digest=layer.digest, diff_id=layer.diff_id, warnings=warnings,
+                      message=message)
 
 
 async def tag_artifact(client: RegistryClient, ref: Reference, tags: Sequence[str]) -> str:
@@ -158,6 +212,11 @@ class DiffResult:
     local_diff_id: str
     remote_diff_id: str
     remote_digest: str
+
+    def to_json(self) -> dict[str, object]:
+        """``diff artifact -o json|yaml``: ``same`` and the two content digests."""
+        return {"same": self.same, "localDiffID": self.local_diff_id,
+                "remoteDiffID": self.remote_diff_id, "remoteDigest": self.remote_digest}
 
 
 async def diff_artifact(client: RegistryClient, ref: Reference, path: Path | str,
@@ -212,18 +271,23 @@ async def list_artifacts(client: RegistryClient, ref: Reference, *,
     return list(await asyncio.gather(*(describe(t) for t in tags)))
 
 
-def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = ()) -> Layer:
-    """Write the artifact layer (tar+gzip) for ``path`` to ``output``, atomically."""
+def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = (), *,
+                        resolve_symlinks: bool = False, warn: Warn | None = None) -> Layer:
+    """Write the artifact layer (tar+gzip) for ``path`` to ``output``, atomically.
+
+    ``resolve_symlinks`` and ``warn``: as :func:`ocigitops.artifact.build_layer`."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.",
                                      delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
-        layer = build_layer(path, tmp_path, ignore)
+        layer = build_layer(path, tmp_path, ignore, resolve_symlinks=resolve_symlinks,
+                            warn=warn)
         tmp_path.chmod(0o644)
         tmp_path.replace(output)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    return Layer(path=output, digest=layer.digest, size=layer.size, diff_id=layer.diff_id)
+    return Layer(path=output, digest=layer.digest, size=layer.size, diff_id=layer.diff_id,
+                 files=layer.files)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ocigitops.artifact import Metadata
 from ocigitops.errors import UsageError
+from ocigitops.extract import limits_from
 from ocigitops.ignore import DEFAULT_IGNORE
 from ocigitops.options import Annotations, RegistryOptions, parse_annotations
 from ocigitops.publisher.artifacts import (
@@ -62,6 +63,18 @@ class PushRequest:
     reproducible: bool = False
     #: Push only when the content differs from this tag's.
     diff_tag: str | None = None
+    #: With ``diff_tag`` and unchanged content: add the tag to the existing digest. Off by
+    #: default, as ControlPlane's push action: the existing artifact's revision annotation
+    #: names the commit it was built from, so a new tag on it would claim a build of this
+    #: commit that never happened; a pipeline that needs the tag asks for it.
+    tag_unchanged: bool = False
+    #: Archive what symbolic links point to (Flux's ``--resolve-symlinks``); otherwise
+    #: each link is left out with a warning.
+    resolve_symlinks: bool = False
+    #: ``--max-size`` and ``--max-file-size`` (bytes, or ``512Mi``, ``1G``): the limits a
+    #: pull checks, checked before uploading; None keeps the defaults.
+    max_size: str | int | None = None
+    max_file_size: str | int | None = None
     render: RenderMode = "none"
     #: Helm values files (``render="helm"`` only).
     values: Sequence[Path] = ()
@@ -89,8 +102,14 @@ class PublishResult:
         """The manifest digest pushed (or found unchanged at ``diff_tag``)."""
         return self.push.digest
 
+    def lines(self) -> tuple[str, str]:
+        """What ``push artifact`` prints without ``-o``: a line for people (stderr), and
+        the digest URL (stdout), of the artifact pushed or of the unchanged one found."""
+        return self.push.message, self.push.url
+
     def to_json(self) -> dict[str, object]:
-        """The ``-o json|yaml`` document: Flux's fields, ``pushed``, and ``signature``."""
+        """The ``-o json|yaml`` document: Flux's fields, ``pushed``, ``tagged`` and
+        ``signature``."""
         doc = self.push.to_json()
         if self.signature is not None:
             doc["signature"] = self.signature.to_json()
@@ -99,17 +118,22 @@ class PublishResult:
 
 async def publish(request: PushRequest, registry: RegistryOptions, *,
                   prompt: PasswordPrompt | None = None, progress: ProgressFactory | None = None,
-                  say: Say | None = None) -> PublishResult:
+                  say: Say | None = None, warn: Say | None = None) -> PublishResult:
     """Render, package, push and (optionally) sign, as ``push artifact`` does.
 
     Everything that can fail without the network is checked first: the reference, the
-    annotations and the signing key (``prompt`` asks for its password when
-    ``COSIGN_PASSWORD`` is unset), then rendering, then the push. ``say`` receives a line
-    for each step done (rendered, signed); ``progress`` makes upload progress callbacks.
+    annotations, the size limits and the signing key (``prompt`` asks for its password
+    when ``COSIGN_PASSWORD`` is unset), then rendering and packaging (the tree against
+    the limits a pull checks), then the push. ``say`` receives a line for each step done
+    (rendered, signed); ``warn`` one for each warning (a link left out, an empty
+    artifact); ``progress`` makes upload progress callbacks.
     """
     ref = parse_reference(request.url, require_scheme=True)
     if not ref.tag:
         raise UsageError(f"{request.url}: a tag is required, e.g. {request.url}:latest")
+    if request.tag_unchanged and not request.diff_tag:
+        raise UsageError("--tag-unchanged needs --diff-tag")
+    limits = limits_from(request.max_size, request.max_file_size)
     path = request.path
     origin = detect(Path(path) if path != "-" else Path.cwd())
     meta = Metadata(source=request.source or origin.source,
@@ -140,7 +164,10 @@ async def publish(request: PushRequest, registry: RegistryOptions, *,
         async with registry.client() as client:
             pushed = await push_artifact(client, ref, content, meta, ignore=request.ignore,
                                          reproducible=request.reproducible,
-                                         diff_tag=request.diff_tag, progress=progress)
+                                         diff_tag=request.diff_tag,
+                                         tag_unchanged=request.tag_unchanged, limits=limits,
+                                         resolve_symlinks=request.resolve_symlinks,
+                                         warn=warn, progress=progress)
             if signer is not None:
                 # Sign by digest: the tag may move, the signature must not.
                 m = await client.head_manifest(ref.with_digest(pushed.digest))
@@ -163,6 +190,10 @@ class TagResult:
         """``oci://host/repo:tag@digest``, one per tag, as ``tag artifact`` prints."""
         return [f"{u}@{self.digest}" for u in self.urls]
 
+    def to_json(self) -> dict[str, object]:
+        """``tag artifact -o json|yaml``: the digest and the new tags' URLs."""
+        return {"digest": self.digest, "urls": [f"{u}@{self.digest}" for u in self.urls]}
+
 
 async def tag(url: str, tags: Sequence[str], registry: RegistryOptions) -> TagResult:
     """Add ``tags`` to the artifact at ``url``; the manifest's bytes are copied exactly."""
@@ -175,9 +206,19 @@ async def tag(url: str, tags: Sequence[str], registry: RegistryOptions) -> TagRe
 async def list_repository(url: str, registry: RegistryOptions, *,
                           semver_range: str | None = None,
                           regex: str | None = None) -> list[ListedArtifact]:
-    """The artifacts in the repository of ``url`` (tag and digest in it are ignored),
-    filtered by a semver range and/or a regular expression on tags, newest tag first."""
-    ref = parse_reference(url, require_scheme=True).repo_only()
+    """The artifacts in the repository ``url`` (``oci://host/repo``), filtered by a
+    semver range and/or a regular expression on tags, newest tag first.
+
+    A tag or digest in ``url`` is refused rather than ignored (as ``flux list
+    artifacts`` ignores it): the listing is of the whole repository, and a user who typed
+    ``:v1`` most likely wanted a filter.
+    """
+    ref = parse_reference(url, require_scheme=True)
+    if ref.tag or ref.digest:
+        given = f":{ref.tag}" if ref.tag else f"@{ref.digest}"
+        raise UsageError(f"{url}: list artifacts takes a repository without a tag or digest"
+                         f" ({ref.repo_only().url()}); drop {given!r}, and use --filter-regex"
+                         " or --filter-semver to select tags")
     async with registry.client() as client:
         return await list_artifacts(client, ref, semver_range=semver_range, regex=regex)
 

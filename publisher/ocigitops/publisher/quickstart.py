@@ -26,6 +26,7 @@ from ocigitops.publisher.gitinfo import detect
 from ocigitops.pull import pull_artifact
 from ocigitops.reference import parse_reference
 from ocigitops.registry import RegistryClient
+from ocigitops.regserver import parse_address
 
 Say = Callable[[str], None]
 
@@ -75,8 +76,8 @@ def _free_port(host: str) -> int:
 
 def start_registry(address: str, state_dir: Path, say: Say) -> str:
     """Start (or reuse) the background registry; returns ``host:port``."""
-    host, _, port_s = address.rpartition(":")
-    port = int(port_s)
+    host, port = parse_address(address)  # a malformed address is a usage error, at once
+    port_s = str(port)
     pidfile = state_dir / "registry.pid"
     addrfile = state_dir / "registry.address"
     if pidfile.exists() and addrfile.exists():

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,20 +24,32 @@ from typing import Any
 import httpx
 from lightkube.config.client_adapter import AsyncClient as _adapter
 from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import KubeConfig
+from lightkube.config.kubeconfig import (
+    DEFAULT_KUBECONFIG,
+    SERVICE_ACCOUNT,
+    KubeConfig,
+    SingleConfig,
+)
+from lightkube.core.exceptions import ConfigError
 
-from ocigitops.errors import OcigitopsError
+from ocigitops import exitcodes, httplog
+from ocigitops.errors import ClusterUnreachableError, ConfigurationError, OcigitopsError, UsageError
 
 FIELD_MANAGER = "ocigitops"
 
 
 class KubeError(OcigitopsError):
-    """The API server refused a request; ``status`` and ``reason`` come from it."""
+    """The API server refused a request; ``status`` and ``reason`` come from it.
+
+    The exit code follows the status: 404 is not found, 401 and 403 are denied.
+    """
 
     def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.exit_code = {404: exitcodes.NOT_FOUND, 401: exitcodes.DENIED,
+                          403: exitcodes.DENIED}.get(status, exitcodes.FAILURE)
 
 
 class UnknownKindError(KubeError):
@@ -63,6 +76,66 @@ class ResourceInfo:
         return f"{base}/{name}" if name else base
 
 
+@dataclass(frozen=True)
+class KubeconfigSource:
+    """Where a client's configuration came from, for messages that name what was tried."""
+
+    #: The kubeconfig file, or ``in-cluster`` (the Pod's service account).
+    path: str
+    context: str | None
+    server: str
+
+    def describe(self) -> str:
+        """``https://host:6443 (context dev, kubeconfig ~/.kube/config)``."""
+        ctx = f"context {self.context}, " if self.context else ""
+        where = "in-cluster service account" if self.path == "in-cluster" else \
+            f"kubeconfig {self.path}"
+        return f"{self.server} ({ctx}{where})"
+
+
+def load_kubeconfig(path: str | None = None, context: str | None = None,
+                    ) -> tuple[SingleConfig, KubeconfigSource]:
+    """The configuration of ``context`` (None: the current one) in ``path``.
+
+    Without ``path``: in-cluster (a Pod's service account), else ``$KUBECONFIG`` (its
+    first existing file when it lists several), else ``~/.kube/config``, as kubectl and
+    flux look. Raises ConfigurationError naming the file tried and how to point
+    elsewhere, UsageError for a ``context`` the file does not have.
+    """
+    shown = path
+    try:
+        if path:
+            cfg = KubeConfig.from_file(path)
+        elif os.path.isdir(SERVICE_ACCOUNT) and not os.environ.get("KUBECONFIG"):
+            shown = "in-cluster"
+            cfg = KubeConfig.from_service_account()
+        else:
+            listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+            shown = next((p for p in listed if os.path.isfile(os.path.expanduser(p))),
+                         listed[0] if listed else DEFAULT_KUBECONFIG)
+            cfg = KubeConfig.from_file(shown)
+    except ConfigError as e:
+        if "not found" in str(e):
+            raise ConfigurationError(
+                f"kubeconfig: {shown} not found: pass --kubeconfig FILE or set $KUBECONFIG"
+                " (`ocigitops dev cluster up --kubeconfig-out FILE` writes one)") from e
+        raise ConfigurationError(f"kubeconfig {shown}: {e}") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        # A file that is not a kubeconfig (YAML errors are ValueErrors).
+        raise ConfigurationError(f"kubeconfig {shown} cannot be read: {e}") from e
+    try:
+        single = cfg.get(context)
+    except ConfigError as e:
+        if context:
+            raise UsageError(f"--context {context}: kubeconfig {shown} has no such context"
+                             f" (it has: {', '.join(sorted(cfg.contexts)) or 'none'})") from e
+        raise ConfigurationError(f"kubeconfig {shown} has no current context: pass"
+                                 " --context NAME") from e
+    if single is None:
+        raise ConfigurationError(f"kubeconfig {shown} has no context {context or '(current)'}")
+    return single, KubeconfigSource(str(shown), single.context_name, single.cluster.server)
+
+
 def split_api_version(api_version: str) -> tuple[str, str]:
     """``apps/v1`` -> (``apps``, ``v1``); ``v1`` -> (``""``, ``v1``)."""
     group, _, version = api_version.rpartition("/")
@@ -80,8 +153,12 @@ def _message(resp: httpx.Response) -> tuple[str, str]:
 class DynamicClient:
     """Get, apply (server-side), delete any object; discover kinds on demand."""
 
-    def __init__(self, http: httpx.AsyncClient, *, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, field_manager: str = FIELD_MANAGER,
+                 source: KubeconfigSource | None = None) -> None:
         self.http = http
+        httplog.install(http)
+        #: Where the configuration came from (None when built from an httpx client).
+        self.source = source
         self.field_manager = field_manager
         self._kinds: dict[tuple[str, str], ResourceInfo] = {}
         self._groups_seen: set[str] = set()
@@ -90,14 +167,29 @@ class DynamicClient:
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, *, context: str | None = None,
                         timeout: float = 30.0) -> DynamicClient:
-        """Build from a kubeconfig file, or in-cluster config when ``path`` is None and
-        ``KUBECONFIG`` is unset."""
-        cfg = KubeConfig.from_file(path) if path else KubeConfig.from_env()
-        single = cfg.get(context)
-        if single is None:
-            raise OcigitopsError(f"kubeconfig has no context {context or '(current)'}")
+        """Build from a kubeconfig file, or as :func:`load_kubeconfig` looks when
+        ``path`` is None; ``timeout`` bounds each request."""
+        single, source = load_kubeconfig(path, context)
         http = _adapter(single, ConnectionParams(timeout=httpx.Timeout(timeout)))
-        return cls(http)
+        return cls(http, source=source)
+
+    def unreachable(self, e: BaseException) -> ClusterUnreachableError:
+        """The one-line error for a request that could not reach the API server."""
+        where = self.source.describe() if self.source else str(self.http.base_url)
+        cause = httplog.transport_cause(e)
+        return ClusterUnreachableError(
+            f"cannot reach the Kubernetes API server {where}: {cause}; is the cluster"
+            " running? (--kubeconfig and --context pick another)")
+
+    async def server_version(self) -> str:
+        """The API server's ``gitVersion`` (``v1.31.0``): a cheap reachability check.
+        Raises ClusterUnreachableError when it cannot be reached."""
+        try:
+            resp = await self.http.get("/version")
+        except httpx.TransportError as e:
+            raise self.unreachable(e) from e
+        self._raise(resp, "GET /version")
+        return str(resp.json().get("gitVersion", ""))
 
     async def aclose(self) -> None:
         """Close connections."""

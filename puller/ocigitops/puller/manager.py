@@ -29,20 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.config.kubeconfig import KubeConfig
 from lightkube.generic_resource import create_namespaced_resource
 
+from ocigitops.errors import InvalidAddressError
 from ocigitops.puller import conditions as cond
 from ocigitops.puller import reconcilers
 from ocigitops.puller.api.meta import RECONCILE_REQUESTED_AT
 from ocigitops.puller.cache import ArtifactCache
-from ocigitops.puller.kube import DynamicClient
+from ocigitops.puller.kube import DynamicClient, load_kubeconfig
 from ocigitops.puller.reconcile import Outcome, merge_patch, typed_status
 from ocigitops.puller.runtime.informer import Informer, Key
 from ocigitops.puller.runtime.leader import LeaderElector
 from ocigitops.puller.runtime.options import Options, default_cache_dir
 from ocigitops.puller.runtime.queue import ShutDown, WorkQueue, jittered
 from ocigitops.puller.runtime.reconciler import Deps, Reconciler
+from ocigitops.regserver import listen_error
 
 log = logging.getLogger("ocigitops.controller")
 
@@ -141,7 +142,12 @@ def _serve_http(addr: str, routes: Mapping[str, Callable[[], tuple[int, bytes]]]
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+    if not port.isdigit():
+        raise InvalidAddressError(f"address {addr!r}: use HOST:PORT or :PORT, e.g. :8080")
+    try:
+        server = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+    except OSError as e:
+        raise listen_error(addr, e) from e
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -348,9 +354,17 @@ def _parse_selector(selector: str | None) -> dict[str, Any] | None:
 async def run(opts: Options, *, stop: asyncio.Event | None = None,
               started: Callable[[Controller], Awaitable[None]] | None = None) -> None:
     """Run the controller until ``stop`` is set or SIGTERM/SIGINT arrives."""
-    cfg = KubeConfig.from_file(opts.kubeconfig) if opts.kubeconfig else KubeConfig.from_env()
-    client = AsyncClient(config=cfg, field_manager="ocigitops")
     dyn = DynamicClient.from_kubeconfig(opts.kubeconfig)
+    # Fail at start, in one line naming server and kubeconfig, when the API server cannot
+    # be reached: the informers would otherwise retry silently forever. (In a Pod, the
+    # kubelet restarts us; from a laptop, the user sees what to fix.)
+    try:
+        await dyn.server_version()
+    except BaseException:
+        await dyn.aclose()
+        raise
+    single, _ = load_kubeconfig(opts.kubeconfig)
+    client = AsyncClient(config=single, field_manager="ocigitops")
     ctrl = Controller(opts, client, dyn)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,17 +12,31 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
-from lightkube.core.exceptions import ConfigError
 
-from ocigitops.errors import OcigitopsError, UsageError
+from ocigitops.errors import DeadlineExceededError, OcigitopsError, UsageError
 from ocigitops.puller import conditions as cond
 from ocigitops.puller.api.meta import API_VERSION, RECONCILE_REQUESTED_AT
-from ocigitops.puller.kube import DynamicClient
+from ocigitops.puller.kube import DynamicClient, KubeError
 from ocigitops.table import format_table
+from ocigitops.version import __version__
+
+#: Flux's default ``--timeout``, also the default here.
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """How to reach the cluster: the flags every cluster command takes, as Flux's
+    (``--kubeconfig``, ``--context``, ``--timeout``; the namespace is per command)."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    #: Deadline of the whole command, seconds.
+    timeout: float = DEFAULT_TIMEOUT
 
 
 @dataclass
@@ -35,6 +49,11 @@ class Row:
     suspended: bool
     ready: str
     message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The row for ``-o json|yaml``."""
+        return {"namespace": self.namespace, "name": self.name, "revision": self.revision,
+                "suspended": self.suspended, "ready": self.ready, "message": self.message}
 
 
 def _row(obj: dict[str, Any], kind: str) -> Row:
@@ -56,7 +75,7 @@ async def list_objects(dyn: DynamicClient, kind: str, namespace: str | None) -> 
 async def _get(dyn: DynamicClient, kind: str, name: str, namespace: str) -> dict[str, Any]:
     obj = await dyn.get(API_VERSION, kind, name, namespace)
     if obj is None:
-        raise OcigitopsError(f"{kind} {namespace}/{name} not found")
+        raise KubeError(f"{kind} {namespace}/{name} not found", status=404, reason="NotFound")
     return obj
 
 
@@ -107,21 +126,27 @@ async def set_suspend(dyn: DynamicClient, kind: str, name: str, namespace: str,
 
 
 @asynccontextmanager
-async def connect(kubeconfig: str | None) -> AsyncIterator[DynamicClient]:
-    """An API client from ``kubeconfig`` (None: ``$KUBECONFIG`` or in-cluster), closed
-    on exit.
+async def connect(cluster: Cluster | str | None) -> AsyncIterator[DynamicClient]:
+    """An API client for ``cluster`` (a bare kubeconfig path or None is accepted too),
+    closed on exit; the block must end within ``cluster.timeout``.
 
-    A kubeconfig that cannot be read, or an API server that cannot be reached, is an
-    OcigitopsError: one line for the user, as every other failure, not a traceback.
+    A kubeconfig that cannot be read (ConfigurationError naming the file tried), an API
+    server that cannot be reached (ClusterUnreachableError naming server, context and
+    kubeconfig) and a deadline that passes (DeadlineExceededError) are one line for the
+    user, as every other failure, not a traceback.
     """
+    if not isinstance(cluster, Cluster):
+        cluster = Cluster(kubeconfig=cluster)
+    dyn = DynamicClient.from_kubeconfig(cluster.kubeconfig, context=cluster.context,
+                                        timeout=min(cluster.timeout, 30.0))
     try:
-        dyn = DynamicClient.from_kubeconfig(kubeconfig)
-    except ConfigError as e:
-        raise OcigitopsError(f"kubeconfig: {e}") from e
-    try:
-        yield dyn
+        async with asyncio.timeout(cluster.timeout):
+            yield dyn
     except httpx.TransportError as e:
-        raise OcigitopsError(f"cannot reach the Kubernetes API server: {e}") from e
+        raise dyn.unreachable(e) from e
+    except TimeoutError as e:
+        raise DeadlineExceededError(f"the cluster work did not finish within"
+                                    f" {cluster.timeout:g}s (--timeout)") from e
     finally:
         await dyn.aclose()
 
@@ -134,21 +159,32 @@ class Target:
     name: str
 
 
-def parse_target(kind: str, args: Sequence[str]) -> Target:
-    """The object named by ``source oci NAME`` or ``kustomization NAME`` (``kind`` is the
-    first word, ``args`` the rest). Raises UsageError showing the expected form."""
+#: The words naming a kind on the command line, as Flux's CLI takes them.
+KIND_WORDS = ("source", "kustomization", "ks")
+
+
+def parse_target(kind: str, args: Sequence[str], *, all_: bool = False) -> Target:
+    """The object named by ``source oci NAME``, ``kustomization NAME`` or ``ks NAME``
+    (``kind`` is the first word, ``args`` the rest). With ``all_`` the name is left out
+    and ``name`` is empty. Raises UsageError showing the expected form."""
+    name = "" if all_ else "NAME"
     if kind == "source":
-        if len(args) != 2 or args[0] != "oci":
-            raise UsageError("usage: source oci NAME")
-        return Target("OCIRepository", args[1])
-    if len(args) != 1:
-        raise UsageError("usage: kustomization NAME")
-    return Target("Kustomization", args[0])
+        if len(args) != (1 if all_ else 2) or args[0] != "oci":
+            raise UsageError(f"usage: source oci {name}".rstrip() + (" (only OCIRepository"
+                             " sources exist here)" if args and args[0] != "oci" else ""))
+        return Target("OCIRepository", "" if all_ else args[1])
+    if kind not in ("kustomization", "ks"):
+        raise UsageError(f"unknown kind {kind!r}: use {', '.join(KIND_WORDS)}")
+    if len(args) != (0 if all_ else 1):
+        raise UsageError(f"usage: {kind} {name}".rstrip() + (" (--all names no object)"
+                                                          if all_ else ""))
+    return Target("Kustomization", "" if all_ else args[0])
 
 
-async def get_objects(kubeconfig: str | None, kind: str, namespace: str | None) -> list[Row]:
+async def get_objects(cluster: Cluster | str | None, kind: str,
+                      namespace: str | None) -> list[Row]:
     """``get``: rows for every object of ``kind`` in ``namespace`` (None: all of them)."""
-    async with connect(kubeconfig) as dyn:
+    async with connect(cluster) as dyn:
         return await list_objects(dyn, kind, namespace)
 
 
@@ -176,8 +212,14 @@ class ReconcileResult:
         return (f"{self.target.kind} {self.namespace}/{self.target.name} reconciled:"
                 f" {self.row.message}")
 
+    def to_json(self) -> dict[str, Any]:
+        """The result for ``-o json|yaml``."""
+        return {"kind": self.target.kind, "namespace": self.namespace,
+                "name": self.target.name, "status": self.row.to_json(),
+                "source": self.source.to_json() if self.source else None}
 
-async def reconcile(kubeconfig: str | None, target: Target, namespace: str, *,
+
+async def reconcile(kubeconfig: Cluster | str | None, target: Target, namespace: str, *,
                     with_source: bool = False, wait: float = 120.0) -> ReconcileResult:
     """``reconcile``: ask the controller to reconcile ``target`` now and wait for it.
 
@@ -186,7 +228,11 @@ async def reconcile(kubeconfig: str | None, target: Target, namespace: str, *,
     artifact. ``wait`` bounds each wait for the controller, in seconds. Raises as
     :func:`request_reconcile` does.
     """
-    async with connect(kubeconfig) as dyn:
+    if not isinstance(kubeconfig, Cluster):
+        kubeconfig = Cluster(kubeconfig=kubeconfig)
+    # A few seconds past the waits, so a wait that runs out reports "the controller did
+    # not handle the request" (the useful message) rather than the bare deadline.
+    async with connect(replace(kubeconfig, timeout=kubeconfig.timeout + 10)) as dyn:
         source = None
         if with_source and target.kind == "Kustomization":
             ks = await dyn.get(API_VERSION, "Kustomization", target.name, namespace)
@@ -201,21 +247,113 @@ async def reconcile(kubeconfig: str | None, target: Target, namespace: str, *,
 
 @dataclass(frozen=True)
 class SuspendResult:
-    """The object whose ``spec.suspend`` was set, and to what."""
+    """The objects whose ``spec.suspend`` was set, and to what."""
 
     target: Target
     namespace: str
     suspended: bool
+    #: The names changed (one, or every object of the kind with ``--all``).
+    names: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        """One line: ``Kustomization NS/NAME suspended`` (or ``resumed``)."""
+        """One line per object: ``Kustomization NS/NAME suspended`` (or ``resumed``);
+        ``no Kustomization in NS`` when ``--all`` found none."""
         state = "suspended" if self.suspended else "resumed"
-        return f"{self.target.kind} {self.namespace}/{self.target.name} {state}"
+        names = self.names or (self.target.name,)
+        if names == ("",):
+            return f"no {self.target.kind} in namespace {self.namespace}"
+        return "\n".join(f"{self.target.kind} {self.namespace}/{n} {state}" for n in names)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result for ``-o json|yaml``."""
+        return {"kind": self.target.kind, "namespace": self.namespace,
+                "suspended": self.suspended,
+                "names": [n for n in (self.names or (self.target.name,)) if n]}
 
 
-async def suspend(kubeconfig: str | None, target: Target, namespace: str,
+async def suspend(kubeconfig: Cluster | str | None, target: Target, namespace: str,
                   suspended: bool = True) -> SuspendResult:
-    """``suspend`` (``suspended=True``) or ``resume`` (False) reconciliation of ``target``."""
+    """``suspend`` (``suspended=True``) or ``resume`` (False) reconciliation of ``target``;
+    of every object of its kind in ``namespace`` when ``target.name`` is empty (``--all``,
+    as Flux's)."""
     async with connect(kubeconfig) as dyn:
-        await set_suspend(dyn, target.kind, target.name, namespace, suspended)
-    return SuspendResult(target=target, namespace=namespace, suspended=suspended)
+        if target.name:
+            names: tuple[str, ...] = (target.name,)
+        else:
+            names = tuple(r.name for r in await list_objects(dyn, target.kind, namespace))
+        for name in names:
+            await set_suspend(dyn, target.kind, name, namespace, suspended)
+    return SuspendResult(target=target, namespace=namespace, suspended=suspended,
+                         names=names or ("",))
+
+
+# -- version ------------------------------------------------------------------------------
+
+#: Where ``deploy/`` installs the controller, and the label carrying its version.
+CONTROLLER_NAMESPACE = "ocigitops-system"
+CONTROLLER_DEPLOYMENT = "ocigitops-controller"
+VERSION_LABEL = "app.kubernetes.io/version"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """``version``: the client's, and what the cluster says when it was asked."""
+
+    client: str
+    #: The controller Deployment's version, None when not asked or not found.
+    controller: str | None = None
+    #: The API server's ``gitVersion``.
+    server: str | None = None
+    #: Why the controller version is missing (no cluster, not installed), or None.
+    note: str | None = None
+
+    def lines(self) -> list[str]:
+        """``ocigitops: v0.1.0`` and, when known, ``controller:``/``kubernetes:`` lines."""
+        out = [f"ocigitops: v{self.client}"]
+        if self.controller:
+            out.append(f"controller: {self.controller}")
+        if self.server:
+            out.append(f"kubernetes: {self.server}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The result for ``-o json|yaml``."""
+        return {"client": f"v{self.client}", "controller": self.controller,
+                "kubernetes": self.server}
+
+
+def _deployment_version(dep: dict[str, Any]) -> str | None:
+    # The version label deploy/ sets (kept equal to the image tag), else the image tag:
+    # both say what was deployed; neither can be checked against the running code.
+    label = ((dep.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
+    if label:
+        return str(label)
+    containers = ((((dep.get("spec") or {}).get("template") or {}).get("spec") or {})
+                  .get("containers") or [])
+    image = str((containers[0] if containers else {}).get("image", ""))
+    name, _, tag = image.rpartition(":")
+    return tag if name and "/" not in tag else None
+
+
+async def versions(cluster: Cluster | None, namespace: str = CONTROLLER_NAMESPACE,
+                   ) -> VersionInfo:
+    """``version``: the client version and, with ``cluster``, the controller's (from its
+    Deployment's version label or image tag in ``namespace``) and the API server's.
+
+    A cluster that cannot be reached or has no controller is not an error here: the
+    client version is still the answer, and ``note`` says why the rest is missing.
+    """
+    if cluster is None:
+        return VersionInfo(__version__)
+    try:
+        async with connect(cluster) as dyn:
+            server = await dyn.server_version()
+            dep = await dyn.get("apps/v1", "Deployment", CONTROLLER_DEPLOYMENT, namespace)
+    except OcigitopsError as e:
+        return VersionInfo(__version__, note=f"controller version unknown: {e}")
+    if dep is None:
+        return VersionInfo(__version__, server=server,
+                           note=f"no controller: Deployment {namespace}/"
+                                f"{CONTROLLER_DEPLOYMENT} not found")
+    return VersionInfo(__version__, controller=_deployment_version(dep) or "unknown",
+                       server=server)

@@ -71,3 +71,29 @@ class PolicyError(UsageError, VerifierError):
 
 class TrustStoreError(UsageError, VerifierError):
     """A notation trust store is missing or holds unreadable certificates."""
+
+
+# -- attestations (in-toto statements in sigstore bundles) ----------------------------------
+
+class MalformedStatementError(MalformedSignatureError):
+    """A DSSE payload is not a well-formed in-toto statement (type, subjects, predicate)."""
+
+
+class PayloadTypeError(MalformedSignatureError):
+    """A DSSE envelope's payload type is not ``application/vnd.in-toto+json``."""
+
+
+class OversizedPredicateError(OversizedInputError):
+    """An attestation's predicate is larger than the cap."""
+
+
+class AttestationTooOldError(SignatureVerificationError):
+    """An attestation's signed time is older than the policy's ``maxAge`` (or in the future)."""
+
+
+class ConditionFailedError(SignatureVerificationError):
+    """A CEL condition of an attestation requirement was false, not a bool, or errored."""
+
+
+class ConditionCompileError(PolicyError):
+    """A CEL condition of a policy does not compile (the message gives its position)."""

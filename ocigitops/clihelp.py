@@ -1,0 +1,113 @@
+"""Examples shown at the end of each command's ``--help`` (the CLI sets them as epilogs).
+
+Kept apart from ``ocigitops.cli`` so each command there stays a few lines, and kept
+as plain strings: the CLI imports this at start-up.
+"""
+
+from __future__ import annotations
+
+#: Command path (``"push artifact"``) -> example lines (``$ ocigitops ...`` and comments).
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "push artifact": (
+        "# package ./deploy and push it, with source and revision from Git",
+        "ocigitops push artifact oci://ghcr.io/acme/app:$(git rev-parse --short HEAD) \\",
+        "  -f ./deploy -a team=platform",
+        "# push only when the content differs from 'latest', print JSON",
+        "ocigitops push artifact oci://localhost:5000/app:v2 -f ./deploy --diff-tag latest"
+        " -o json",
+    ),
+    "pull artifact": (
+        "ocigitops pull artifact oci://ghcr.io/acme/app:v1 --output ./out",
+        "ocigitops pull artifact oci://localhost:5000/app@sha256:<digest> --output ./out",
+    ),
+    "tag artifact": (
+        "ocigitops tag artifact oci://ghcr.io/acme/app:v1 --tag latest --tag stable",
+    ),
+    "list artifacts": (
+        "ocigitops list artifacts oci://ghcr.io/acme/app --filter-semver '>=1.0.0 <2.0.0'",
+        "ocigitops list artifacts oci://localhost:5000/app -o json | jq -r '.[0].url'",
+    ),
+    "diff artifact": (
+        "# exit 0: same content, 1: different, 3 or more: could not compare",
+        "ocigitops diff artifact oci://ghcr.io/acme/app:v1 --path ./deploy",
+    ),
+    "build artifact": (
+        "ocigitops build artifact --path ./deploy --output artifact.tgz",
+    ),
+    "attest artifact": (
+        "ocigitops attest artifact oci://ghcr.io/acme/app:v1 --predicate provenance.json \\",
+        "  --type slsaprovenance1 --key cosign.key",
+    ),
+    "generate key-pair": (
+        "COSIGN_PASSWORD=... ocigitops generate key-pair",
+        "ocigitops generate key-pair --output-key-prefix release",
+    ),
+    "sign artifact": (
+        "ocigitops sign artifact oci://ghcr.io/acme/app:v1 --key cosign.key",
+        "ocigitops sign artifact oci://ghcr.io/acme/app:v1 --keyless",
+    ),
+    "verify artifact": (
+        "# exit 0: verified, 1: not verified, 3 or more: could not check",
+        "ocigitops verify artifact oci://ghcr.io/acme/app:v1 --key cosign.pub -o json",
+        "ocigitops verify artifact oci://ghcr.io/acme/app:v1 --policy policy.yaml",
+    ),
+    "controller run": (
+        "ocigitops controller run --kubeconfig ./dev.kubeconfig --controllers oci",
+    ),
+    "get sources oci": (
+        "ocigitops get sources oci -n apps",
+        "ocigitops get sources oci -A -o yaml",
+    ),
+    "get kustomizations": (
+        "ocigitops get kustomizations -n apps --context dev",
+        "ocigitops get kustomizations -A -o json",
+    ),
+    "reconcile": (
+        "ocigitops reconcile source oci app -n apps",
+        "ocigitops reconcile ks app -n apps --with-source --timeout 2m",
+    ),
+    "suspend": (
+        "ocigitops suspend ks app -n apps",
+        "ocigitops suspend source oci --all -n apps",
+    ),
+    "resume": (
+        "ocigitops resume ks app -n apps",
+        "ocigitops resume ks --all -n apps",
+    ),
+    "dev cluster up": (
+        "ocigitops dev cluster up --kubeconfig-out ./dev.kubeconfig",
+    ),
+    "dev cluster down": (
+        "ocigitops dev cluster down",
+    ),
+    "registry serve": (
+        "ocigitops registry serve --storage ./registry-data --address 127.0.0.1:5000",
+    ),
+    "registry stop": (
+        "ocigitops registry stop",
+    ),
+    "quickstart": (
+        "ocigitops quickstart",
+        "ocigitops quickstart --address 127.0.0.1:5050",
+    ),
+    "version": (
+        "ocigitops version --client",
+        "ocigitops version --kubeconfig ./dev.kubeconfig -o json",
+    ),
+    "completion": (
+        "source <(ocigitops completion bash)        # bash, this shell",
+        "ocigitops completion zsh > \"${fpath[1]}/_ocigitops\"",
+        "ocigitops completion fish > ~/.config/fish/completions/ocigitops.fish",
+    ),
+}
+
+
+def epilog(path: str) -> str | None:
+    """The ``Examples:`` block for the command ``path``, or None when it has none.
+
+    ``\\b`` keeps click from re-wrapping the lines.
+    """
+    lines = EXAMPLES.get(path)
+    if not lines:
+        return None
+    return "\b\nExamples:\n" + "\n".join(f"  {x}" for x in lines)
