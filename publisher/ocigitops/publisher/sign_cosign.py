@@ -227,13 +227,19 @@ async def _push_small_blob(client: RegistryClient, repo: Reference, data: bytes)
 
 
 async def _store_bundle(client: RegistryClient, repo: Reference, subject: Descriptor,
-                        bundle: bytes, *, kind: str, signer: str) -> SignResult:
-    """Push ``bundle`` as a referrer of ``subject`` (referrers API or tag fallback)."""
+                        bundle: bytes, *, kind: str, signer: str,
+                        predicate_type: str = COSIGN_SIGN_PREDICATE) -> SignResult:
+    """Push ``bundle`` as a referrer of ``subject`` (referrers API or tag fallback).
+
+    ``predicate_type`` is the statement's, written in the referrer's annotations as cosign
+    does (attestations pass theirs: :mod:`ocigitops.publisher.attest`).
+    """
     await _push_small_blob(client, repo, mt.EMPTY_JSON)
     await _push_small_blob(client, repo, bundle)
-    annotations = bundle_annotations()
+    annotations = bundle_annotations(predicate_type=predicate_type)
     manifest = build_bundle_manifest(bundle, subject,
-                                     created=annotations[mt.ANN_CREATED])
+                                     created=annotations[mt.ANN_CREATED],
+                                     predicate_type=predicate_type)
     digest = await client.push_referrer(repo, manifest, subject.digest, BUNDLE_MEDIA_TYPE,
                                         annotations)
     via = await _stored_via(client, repo, subject.digest, digest)

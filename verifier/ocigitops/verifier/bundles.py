@@ -102,10 +102,13 @@ def _strict_json(data: bytes | str, what: str) -> Any:
         raise MalformedSignatureError(str(exc)) from exc
 
 
-def _read_limited(data: bytes | str, what: str) -> bytes:
+def _read_limited(data: bytes | str, what: str, cap: int = MAX_BUNDLE_BYTES) -> bytes:
+    # Attestation bundles (a predicate inside) get a larger cap than signatures: the
+    # caller passes it (ocigitops.verifier.intoto.MAX_ATTESTATION_BUNDLE_BYTES).
     raw = data.encode() if isinstance(data, str) else data
-    if len(raw) > MAX_BUNDLE_BYTES:
-        raise OversizedInputError(f"{what} is {len(raw)} bytes, over the 1 MiB cap")
+    if len(raw) > cap:
+        shown = f"{cap >> 20} MiB" if cap % (1 << 20) == 0 else f"{cap}-byte"
+        raise OversizedInputError(f"{what} is {len(raw)} bytes, over the {shown} cap")
     return raw
 
 
@@ -219,6 +222,7 @@ def verify_bundle_keyless(
     digest: str | None = None,
     trusted_root: TrustedRoot | None = None,
     predicate_type: str | None = None,
+    max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> SignatureVerification:
     """Verify a Fulcio-certificate bundle for ``artifact`` bytes or its ``sha256:`` digest.
 
@@ -228,7 +232,7 @@ def verify_bundle_keyless(
     given (:data:`COSIGN_SIGN_PREDICATE` to verify a signature), have that predicate type.
     """
     want = _hashed(artifact, digest)
-    raw = _read_limited(bundle, "bundle")
+    raw = _read_limited(bundle, "bundle", max_bytes)
     _strict_json(raw, "bundle")
     try:
         b = Bundle.from_json(raw)
@@ -453,6 +457,7 @@ def verify_bundle_with_key(
     trusted_root: TrustedRoot | None = None,
     require_tlog: bool = True,
     predicate_type: str | None = None,
+    max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> SignatureVerification:
     """Verify a bundle signed with a managed key (``verificationMaterial.publicKey``).
 
@@ -462,7 +467,7 @@ def verify_bundle_with_key(
     :class:`SignatureVerificationError` subclass.
     """
     want = _hashed(artifact, digest)
-    raw = _with_tlog_entries(_read_limited(bundle, "bundle"))
+    raw = _with_tlog_entries(_read_limited(bundle, "bundle", max_bytes))
     try:
         b = _RawBundle.from_json(raw)
     except ValueError as exc:

@@ -6,6 +6,13 @@ the referrers list is capped by the registry client, at most ``max_per_kind`` si
 manifests of each kind are fetched (newest first), and every blob has a size cap, so a
 repository with 10,000 referrers costs one listing and a few fetches.
 
+Sigstore bundles whose referrer names a predicate type other than cosign's signature one
+(``dev.sigstore.bundle.predicateType``) are attestations: they get their own
+``max_per_kind`` budget (so a pile of scans cannot push the signatures out) and the larger
+size cap of :data:`ocigitops.verifier.intoto.MAX_ATTESTATION_BUNDLE_BYTES`, since they carry a
+predicate. They are handed over with the other bundles: the policy's signature checks
+refuse them as signatures, its attestation requirements read them.
+
 Fetch problems (a signature manifest pointing to a missing layer, an oversized blob) do
 not abort discovery; they are recorded in :attr:`Discovered.problems` and reported next
 to the verification result. They never make anything pass.
@@ -20,7 +27,8 @@ from dataclasses import dataclass, field
 from ocigitops.errors import NotFoundError, OcigitopsError
 from ocigitops.reference import Reference
 from ocigitops.registry import Descriptor, RegistryClient, fallback_tag
-from ocigitops.verifier.policy import Candidates, NotationCandidate
+from ocigitops.verifier.intoto import MAX_ATTESTATION_BUNDLE_BYTES
+from ocigitops.verifier.policy import COSIGN_SIGN_PREDICATE, Candidates, NotationCandidate
 from ocigitops.verifier.simplesigning import LegacySignature
 
 COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -33,6 +41,8 @@ SIGSTORE_BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 NOTATION_MEDIA_TYPES = ("application/jose+json", "application/cose")
 MAX_SIGNATURE_BLOB = 1 << 20
+#: The referrer annotation cosign v3 (and we) write with the statement's predicate type.
+ANN_PREDICATE_TYPE = "dev.sigstore.bundle.predicateType"
 
 
 @dataclass
@@ -58,6 +68,12 @@ def _is_bundle(d: Descriptor) -> bool:
     return (d.artifact_type or "").startswith(SIGSTORE_BUNDLE_PREFIX)
 
 
+def _is_attestation(d: Descriptor) -> bool:
+    """A bundle referrer whose annotation names a predicate other than a signature's."""
+    ptype = (d.annotations or {}).get(ANN_PREDICATE_TYPE)
+    return _is_bundle(d) and bool(ptype) and ptype != COSIGN_SIGN_PREDICATE
+
+
 def _is_notation(d: Descriptor) -> bool:
     return d.artifact_type == NOTATION_SIGNATURE
 
@@ -74,8 +90,8 @@ def _newest_first(descs: list[Descriptor]) -> list[Descriptor]:
 
 
 async def _single_layer(client: RegistryClient, repo: Reference, manifest_digest: str,
-                        ) -> tuple[Descriptor, bytes]:
-    """Fetch a signature manifest and its one layer (size-capped)."""
+                        cap: int = MAX_SIGNATURE_BLOB) -> tuple[Descriptor, bytes]:
+    """Fetch a signature manifest and its one layer (size-capped at ``cap``)."""
     m = await client.get_manifest(repo.with_digest(manifest_digest))
     doc = m.json()
     layers = doc.get("layers") or []
@@ -83,11 +99,11 @@ async def _single_layer(client: RegistryClient, repo: Reference, manifest_digest
         raise OcigitopsError(f"signature manifest {manifest_digest} has {len(layers)} layers,"
                              " expected 1")
     layer = Descriptor.from_json(layers[0])
-    if layer.size > MAX_SIGNATURE_BLOB:
+    if layer.size > cap:
         raise OcigitopsError(f"signature layer {layer.digest} is {layer.size} bytes, over the"
-                             f" {MAX_SIGNATURE_BLOB}-byte cap")
+                             f" {cap}-byte cap")
     try:
-        blob = await client.fetch_blob(repo, layer, max_size=MAX_SIGNATURE_BLOB)
+        blob = await client.fetch_blob(repo, layer, max_size=cap)
     except NotFoundError as e:
         raise OcigitopsError(f"signature manifest {manifest_digest} points to missing layer"
                              f" {layer.digest}") from e
@@ -125,7 +141,12 @@ async def _classify(client: RegistryClient, repo: Reference, d: Descriptor) -> D
         lt = str(layers[0].get("mediaType", ""))
         if lt.startswith(SIGSTORE_BUNDLE_PREFIX):
             atype = lt
-    return Descriptor(d.media_type, d.digest, d.size, d.annotations,
+    # cosign's fallback-index entries carry no annotations: the manifest's tell whether a
+    # bundle is an attestation (its predicate type).
+    annotations = d.annotations
+    if not annotations and isinstance(doc.get("annotations"), dict):
+        annotations = {str(k): str(v) for k, v in doc["annotations"].items()}
+    return Descriptor(d.media_type, d.digest, d.size, annotations,
                       str(atype) if atype else None)
 
 
@@ -180,13 +201,16 @@ async def discover(client: RegistryClient, repo: Reference, digest: str, *,
             else:
                 out.problems.append(f"referrer could not be read: {d}")
         descs = list(typed.values())
-    bundles_d = _newest_first([d for d in descs if _is_bundle(d)])[:max_per_kind]
+    bundles_d = _newest_first([d for d in descs if _is_bundle(d) and not _is_attestation(d)]
+                              )[:max_per_kind]
+    bundles_d += _newest_first([d for d in descs if _is_attestation(d)])[:max_per_kind]
     notation_d = _newest_first([d for d in descs if _is_notation(d)])[:max_per_kind]
     oci11_d = [d for d in descs if d.artifact_type == COSIGN_ARTIFACT_SIG][:max_per_kind]
 
     async def fetch(d: Descriptor) -> tuple[Descriptor, Descriptor, bytes] | None:
+        cap = MAX_ATTESTATION_BUNDLE_BYTES if _is_attestation(d) else MAX_SIGNATURE_BLOB
         try:
-            layer, blob = await _single_layer(client, repo, d.digest)
+            layer, blob = await _single_layer(client, repo, d.digest, cap)
             return d, layer, blob
         except (OcigitopsError, ValueError) as e:
             out.problems.append(str(e))

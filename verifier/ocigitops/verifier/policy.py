@@ -21,6 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography import x509
 
 from ocigitops import jsonsafe
+from ocigitops.verifier.attestations import (
+    AttestationRequirement,
+    AttestationResult,
+    evaluate_requirement,
+    parse_requirements,
+)
 from ocigitops.verifier.errors import PolicyError
 from ocigitops.verifier.identity import IdentityPolicy
 from ocigitops.verifier.keys import PublicKey, load_public_key
@@ -90,10 +96,12 @@ class Rule:
 
 @dataclass(frozen=True)
 class SignaturePolicy:
-    """Authorities plus the rule that combines them."""
+    """Authorities plus the rule that combines them, and the attestations required (each
+    must pass, whatever the rule: :mod:`ocigitops.verifier.attestations`)."""
 
     authorities: tuple[Authority, ...]
     rule: Rule = Rule()
+    attestations: tuple[AttestationRequirement, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.authorities:
@@ -101,6 +109,10 @@ class SignaturePolicy:
         names = [a.name for a in self.authorities]
         if len(set(names)) != len(names):
             raise PolicyError("authority names must be unique")
+        for req in self.attestations:
+            for n in req.authorities:
+                if n not in names:
+                    raise PolicyError(f"attestation {req.name!r}: no authority named {n!r}")
         if self.rule.kind == "at_least" and not 1 <= self.rule.count <= len(self.authorities):
             raise PolicyError(
                 f"rule 'at least {self.rule.count}' cannot be met by "
@@ -144,15 +156,23 @@ class PolicyResult:
     digest: str
     rule: str
     authorities: tuple[AuthorityResult, ...]
+    #: One per attestation requirement; :attr:`passed` needs every one of them.
+    attestations: tuple[AttestationResult, ...] = ()
 
     def summary(self) -> str:
-        """One line per authority, for logs, events and the CLI."""
+        """One line per authority and per attestation requirement, for logs, events and
+        the CLI."""
         head = f"{'verified' if self.passed else 'NOT verified'} {self.digest} (rule: {self.rule})"
         lines = [head] + [
             f"  {'ok ' if a.passed else 'FAIL'} {a.name} [{a.kind}]: {a.reason}"
             for a in self.authorities
-        ]
+        ] + [r.line() for r in self.attestations]
         return "\n".join(lines)
+
+    def failures(self) -> list[str]:
+        """``name: reason`` of every failed authority and attestation requirement."""
+        return [f"{a.name}: {a.reason}" for a in self.authorities if not a.passed] + \
+            [f"attestation {r.name}: {r.reason}" for r in self.attestations if not r.passed]
 
 
 def _fmt(exc: BaseException) -> str:
@@ -314,8 +334,21 @@ def evaluate(policy: SignaturePolicy, digest: str, candidates: Candidates, *,
         results.append(r)
     passed_count = sum(r.passed for r in results)
     need = policy.rule.required(len(results))
-    return PolicyResult(passed=need >= 1 and passed_count >= need, digest=digest,
-                        rule=str(policy.rule), authorities=tuple(results))
+    by_name = {a.name: a for a in policy.authorities}
+    # Attestations are sigstore bundles too: the requirement reads their statements.
+    pool = list(candidates.bundles)
+    att_results: list[AttestationResult] = []
+    for req in policy.attestations:
+        try:
+            ar = evaluate_requirement(req, by_name, digest, pool, now=now)
+        except Exception as exc:  # a bug in one check must not pass or abort the others
+            ar = AttestationResult(req.name, req.predicate_type, False,
+                                   f"internal error: {_fmt(exc)}")
+        att_results.append(ar)
+    signatures_ok = need >= 1 and passed_count >= need
+    return PolicyResult(passed=signatures_ok and all(r.passed for r in att_results),
+                        digest=digest, rule=str(policy.rule), authorities=tuple(results),
+                        attestations=tuple(att_results))
 
 
 # -- documents -------------------------------------------------------------------------------
@@ -364,7 +397,10 @@ def parse_policy(doc: Mapping[str, Any], *, trusted_root: TrustedRoot | None = N
     ``{"rule": "any"|"all"|N, "authorities": [{"name", one of "cosign": {"keys": [PEM],
     "annotations", "tlog"}, "keyless": {"identities": [{issuer|issuerRegExp,
     subject|subjectRegExp, github}]}, "notation": {"trustPolicy": {...}, "trustStores":
-    {"ca:NAME": [PEM, ...]}}}]}``. File references are resolved by the caller.
+    {"ca:NAME": [PEM, ...]}}}], "attestations": [{"name", "predicateType", "authorities":
+    [NAME], "conditions": [CEL], "maxAge": "168h"}]}``. File references are resolved by
+    the caller. CEL conditions are compiled here: one that does not compile is a
+    :class:`~ocigitops.verifier.errors.ConditionCompileError` with its position.
     """
     if not isinstance(doc, Mapping):
         raise PolicyError("signature policy is not an object")
@@ -405,7 +441,11 @@ def parse_policy(doc: Mapping[str, Any], *, trusted_root: TrustedRoot | None = N
             if not isinstance(stores, Mapping):
                 raise PolicyError(f"authority {name!r}: trustStores is not an object")
             auths.append(NotationAuthority(name, tp, _store_from_pems(stores)))
-    return SignaturePolicy(tuple(auths), _rule(doc.get("rule")))
+    auth_kinds = {a.name: ("cosign" if isinstance(a, CosignKeyAuthority) else
+                           "keyless" if isinstance(a, CosignKeylessAuthority) else "notation")
+                  for a in auths}
+    return SignaturePolicy(tuple(auths), _rule(doc.get("rule")),
+                           parse_requirements(doc.get("attestations"), auth_kinds))
 
 
 def _store_from_pems(stores: Mapping[str, Any]) -> TrustStore:

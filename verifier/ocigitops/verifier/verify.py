@@ -63,6 +63,7 @@ class VerifyOutcome:
                 {"name": a.name, "kind": a.kind, "passed": a.passed, "reason": a.reason,
                  "signer": str(a.signer) if a.signer else None}
                 for a in self.result.authorities],
+            "attestations": [r.to_json() for r in self.result.attestations],
             "signatures": [{"kind": f.kind, "location": f.location, "mediaType": f.media_type}
                            for f in self.discovered.found],
             "problems": list(self.discovered.problems),
@@ -70,7 +71,8 @@ class VerifyOutcome:
         }
 
     def human(self) -> str:
-        """Multi-line report: signatures found, then one line per authority."""
+        """Multi-line report: signatures found, then one line per authority and one per
+        attestation requirement (found, signed by whom, the condition that failed)."""
         lines = [f"{self.reference}@{self.digest}"]
         if self.discovered.found:
             lines.append(f"signatures found ({len(self.discovered.found)}):")
@@ -136,7 +138,8 @@ def load_policy_file(path: Path, *, trusted_root: Any = None) -> SignaturePolicy
     if not isinstance(doc, Mapping):
         raise PolicyError(f"{path}: the policy is not an object")
     base = path.resolve().parent
-    resolved: dict[str, Any] = {"rule": doc.get("rule"), "authorities": []}
+    resolved: dict[str, Any] = {"rule": doc.get("rule"), "authorities": [],
+                                "attestations": doc.get("attestations")}
     for raw in doc.get("authorities") or []:
         if not isinstance(raw, Mapping):
             raise PolicyError(f"{path}: an authority is not an object")
