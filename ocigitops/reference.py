@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from ocigitops.digests import is_digest
 from ocigitops.errors import InvalidReferenceError
 
 DOCKER_HUB = "docker.io"
@@ -18,7 +19,6 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 # \Z, not $: "$" also matches before a trailing newline, which must not pass.
 _REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
-_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})\Z")
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?\Z")
 
 
@@ -111,7 +111,7 @@ def validate_tag(tag: str) -> str:
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` or raise InvalidReferenceError."""
-    if not _DIGEST_RE.match(digest):
+    if not is_digest(digest):
         raise InvalidReferenceError(
             f"invalid digest {digest!r}: expected sha256: followed by 64 lowercase hex digits"
         )

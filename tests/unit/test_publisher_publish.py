@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,18 +42,6 @@ REV = "main@sha1:" + "1" * 40
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[BackgroundRegistry]:
-    with BackgroundRegistry(tmp_path / "storage") as r:
-        yield r
-
-
-@pytest.fixture
-def remote() -> RegistryOptions:
-    # Plain HTTP (the embedded registry has no TLS) and a short deadline: a hang fails fast.
-    return RegistryOptions(insecure=True, timeout=30)
 
 
 @pytest.fixture

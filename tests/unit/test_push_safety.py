@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,17 +173,6 @@ def test_empty_artifact_warns(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ through publish()
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[BackgroundRegistry]:
-    with BackgroundRegistry(tmp_path / "storage") as r:
-        yield r
-
-
-@pytest.fixture
-def remote() -> RegistryOptions:
-    return RegistryOptions(insecure=True, timeout=30)
 
 
 def request(reg: BackgroundRegistry, repo_tag: str, path: Path, **kw: Any) -> PushRequest:

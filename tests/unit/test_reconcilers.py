@@ -9,7 +9,7 @@ status a reconcile returns must fit the kind's typed status, as the runtime requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +116,6 @@ def test_failure_keeps_reconciling_with_retry_and_stall_drops_it() -> None:
 
 # -- OCIRepository ------------------------------------------------------------------------
 
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[BackgroundRegistry]:
-    with BackgroundRegistry(tmp_path / "registry") as reg:
-        yield reg
-
-
 def source_obj(host: str, tag: str = "v1", **spec: Any) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "OCIRepository",
             "metadata": {"name": "web", "namespace": NS, "generation": 1},
@@ -138,11 +132,11 @@ def oci_context(tmp_path: Path, kube: MemKube | None = None,
 
 
 def test_oci_stores_a_new_revision_reports_progress_then_stays_quiet(
-        tmp_path: Path, registry: BackgroundRegistry) -> None:
-    revision = publish(registry.host, "apps/web",
+        tmp_path: Path, reg: BackgroundRegistry) -> None:
+    revision = publish(reg.host, "apps/web",
                        manifest_tree(tmp_path, "a", configmap("one", {"k": "v"})), "v1")
     ctx, progress = oci_context(tmp_path)
-    obj = source_obj(registry.host)
+    obj = source_obj(reg.host)
     out = asyncio.run(oci.reconcile(obj, ctx))
     typed_status(OCIRepositoryStatus, out.status)
     by = conditions_of(out)
@@ -167,9 +161,9 @@ def test_oci_stores_a_new_revision_reports_progress_then_stays_quiet(
 
 
 def test_oci_fetch_failure_is_retried_and_says_why(tmp_path: Path,
-                                                   registry: BackgroundRegistry) -> None:
+                                                   reg: BackgroundRegistry) -> None:
     ctx, _ = oci_context(tmp_path)
-    out = asyncio.run(oci.reconcile(source_obj(registry.host, tag="absent"), ctx))
+    out = asyncio.run(oci.reconcile(source_obj(reg.host, tag="absent"), ctx))
     typed_status(OCIRepositoryStatus, out.status)
     by = conditions_of(out)
     assert (by["Ready"]["status"], by["Ready"]["reason"]) == ("False", "OCIArtifactPullFailed")
@@ -180,9 +174,9 @@ def test_oci_fetch_failure_is_retried_and_says_why(tmp_path: Path,
 
 
 def test_oci_missing_credentials_secret_is_named(tmp_path: Path,
-                                                 registry: BackgroundRegistry) -> None:
+                                                 reg: BackgroundRegistry) -> None:
     ctx, _ = oci_context(tmp_path)
-    out = asyncio.run(oci.reconcile(source_obj(registry.host, secretRef={"name": "creds"}),
+    out = asyncio.run(oci.reconcile(source_obj(reg.host, secretRef={"name": "creds"}),
                                     ctx))
     assert f"Secret {NS}/creds not found" in conditions_of(out)["Ready"]["message"]
 

@@ -27,12 +27,6 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[BackgroundRegistry]:
-    with BackgroundRegistry(tmp_path / "storage") as r:
-        yield r
-
-
-@pytest.fixture
 def client(reg: BackgroundRegistry) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=reg.url, timeout=10) as c:
         yield c

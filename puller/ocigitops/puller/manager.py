@@ -197,7 +197,7 @@ class Controller:
         self.kinds: dict[str, KindRuntime] = {}
         for rec in selected:
             queue: WorkQueue[Key] = WorkQueue(base_delay=1.0, max_delay=300.0)
-            informer = Informer(client, resource_of(rec),
+            informer = Informer(client, RESOURCES.get(rec.kind) or resource_of(rec),
                                 functools.partial(self._on_event, rec.kind),
                                 namespace=opts.watch_namespace, labels=labels)
             self.kinds[rec.kind] = KindRuntime(rec, rec.context(deps), queue, informer)

@@ -70,13 +70,14 @@ class SourceArtifact:
     revision: str
     #: Digest of the stored tarball: the cache key, checked on every read.
     digest: str
+    #: The cache holding it (this process's).
+    cache: ArtifactCache
     #: Names of the authorities that verified this revision (empty: not verified).
     authorities: tuple[str, ...] = ()
     #: Ignore rules of the source's spec.
     ignore: str | None = None
     #: The artifact's metadata (an OCI artifact's manifest annotations).
     metadata: Mapping[str, str] = field(default_factory=dict)
-    cache: ArtifactCache | None = None
 
     @property
     def ident(self) -> str:
@@ -86,8 +87,6 @@ class SourceArtifact:
     def extract(self, output: Path, *, deadline: float | None = None) -> None:
         """Unpack the cached tarball into ``output``, verifying its digest while reading
         (a corrupt or replaced cache entry fails; nothing unverified is used)."""
-        if self.cache is None:
-            raise SourceError(f"artifact {self.digest} of {self.ident} has no cache")
         self.cache.extract(self.digest, output, deadline=deadline)
 
 
