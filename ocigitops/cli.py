@@ -459,6 +459,8 @@ def build() -> None:
               help="Print the result as json or yaml.")
 @click.option("--sign", "do_sign", is_flag=True,
               help="Sign the pushed digest right away (with the signing flags below).")
+@click.option("--provenance", is_flag=True, help="Attest a SLSA provenance v1 of this GitHub"
+              " Actions run about the pushed digest, signed with --key or --keyless.")
 @with_sign_options
 @registry_options
 def push_artifact_cmd(fmt: str | None, do_sign: bool, signing: SignOptions,
@@ -466,7 +468,8 @@ def push_artifact_cmd(fmt: str | None, do_sign: bool, signing: SignOptions,
     """Package PATH and push it to URL (oci://host/repo:tag)."""
     from ocigitops.publisher.publish import PushRequest, publish
 
-    result = _run(publish(PushRequest(**request, sign=signing if do_sign else None), registry,
+    result = _run(publish(PushRequest(**request, sign=signing if do_sign else None,
+                                      attest_with=signing), registry,
                           prompt=_prompt, progress=_progress_factory(not fmt),
                           say=None if fmt else _info, warn=lambda m: _info(f"warning: {m}")))
     if fmt:

@@ -1,5 +1,5 @@
-"""The publish path as calls: render -> package -> push -> sign, and the other artifact
-commands (tag, list, diff) over a registry named by options.
+"""The publish path as calls: render -> package -> push -> sign -> attest provenance, and
+the other artifact commands (tag, list, diff) over a registry named by options.
 
 Each function here is one command of the CLI, and what the GitHub Action and tests call:
 it takes plain values (a URL, a :class:`~ocigitops.options.RegistryOptions`), opens the
@@ -9,11 +9,13 @@ already open client are in :mod:`ocigitops.publisher.artifacts`.
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ocigitops.artifact import Metadata
 from ocigitops.errors import UsageError
@@ -37,6 +39,7 @@ from ocigitops.reference import parse_reference
 from ocigitops.table import format_table
 
 if TYPE_CHECKING:
+    from ocigitops.publisher.attest import AttestFn
     from ocigitops.render import RenderMode
 
 #: Receives one human-readable line per step taken (``rendered 3 file(s) with helm``).
@@ -83,6 +86,12 @@ class PushRequest:
     namespace: str | None = None
     #: Sign the pushed digest with these options; None: do not sign.
     sign: SignOptions | None = None
+    #: Attest the pushed digest with a SLSA provenance v1 predicate of this GitHub Actions
+    #: run (:mod:`ocigitops.publisher.provenance`), signed with :attr:`attest_with`.
+    provenance: bool = False
+    #: The signing flags for the provenance attestation (a cosign key or keyless); the
+    #: same flags as :attr:`sign`, given even when the artifact itself is not signed.
+    attest_with: SignOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,8 @@ class PublishResult:
     rendered: int | None = None
     #: The signature of the pushed digest, when signing was asked for.
     signature: SignResult | None = None
+    #: The provenance attestation, when asked for and something was pushed.
+    provenance: SignResult | None = None
 
     @property
     def digest(self) -> str:
@@ -113,6 +124,8 @@ class PublishResult:
         doc = self.push.to_json()
         if self.signature is not None:
             doc["signature"] = self.signature.to_json()
+        if self.provenance is not None:
+            doc["provenance"] = self.provenance.to_json()
         return doc
 
 
@@ -139,8 +152,11 @@ async def publish(request: PushRequest, registry: RegistryOptions, *,
     meta = Metadata(source=request.source or origin.source,
                     revision=request.revision or origin.revision,
                     annotations=parse_annotations(request.annotations))
-    signer = (load_signer(request.sign, password=lambda: cosign_password(prompt))
+    # One password prompt even when the key both signs and attests.
+    password = functools.cache(lambda: cosign_password(prompt))
+    signer = (load_signer(request.sign, password=password)
               if request.sign is not None else None)
+    attester, predicate = _provenance(request, password)
     rendered: int | None = None
     with tempfile.TemporaryDirectory(prefix="ocigitops-render-") as tmp:
         content: str | Path = path
@@ -173,10 +189,39 @@ async def publish(request: PushRequest, registry: RegistryOptions, *,
                 m = await client.head_manifest(ref.with_digest(pushed.digest))
                 signed = await signer(client, ref.repo_only(), pushed.digest, m.media_type,
                                       m.size)
+            attested: SignResult | None = None
+            if attester is not None and pushed.pushed:
+                from ocigitops.publisher.attest import attest_predicate
+                from ocigitops.verifier.intoto import SLSA_PROVENANCE_1
+
+                attested = await attest_predicate(client, ref.repo_only(), pushed.digest,
+                                                  SLSA_PROVENANCE_1, predicate, attester)
         if signed is not None and say:
             say(f"signed {pushed.digest} ({signed.kind}): {signed.location}")
+        if attested is not None and say:
+            say(f"attested provenance of {pushed.digest}: {attested.location}")
+        elif attester is not None and not pushed.pushed and warn:
+            # As --tag-unchanged: this run built nothing, so it must not claim the build.
+            warn("content unchanged: no provenance attested for the existing artifact")
     return PublishResult(push=pushed, repository_url=ref.repo_only().url(), rendered=rendered,
-                         signature=signed)
+                         signature=signed, provenance=attested)
+
+
+def _provenance(request: PushRequest, password: Callable[[], bytes]
+                ) -> tuple[AttestFn | None, dict[str, Any]]:
+    """The attester and predicate of ``--provenance``, checked before any network use."""
+    if not request.provenance:
+        return None, {}
+    from ocigitops.publisher.attest import AttestOptions, load_attester
+    from ocigitops.publisher.provenance import github_actions_provenance
+
+    opts = request.attest_with
+    if opts is None or opts.notation or (opts.key is None and not opts.keyless):
+        raise UsageError("--provenance signs with cosign: pass --key FILE or --keyless")
+    predicate = github_actions_provenance(os.environ)
+    attester = load_attester(AttestOptions(key=opts.key, keyless=opts.keyless,
+                                           identity_token=opts.identity_token), password)
+    return attester, predicate
 
 
 @dataclass(frozen=True)
