@@ -555,15 +555,17 @@ def list_artifacts_cmd(url: str, filter_semver: str | None, filter_regex: str | 
 @click.argument("url")
 @click.option("--path", "-f", required=True, help="Local directory or file to compare.")
 @with_ignore
+@click.option("--resolve-symlinks", is_flag=True, help="Compare what symbolic links point"
+              " to, as push artifact --resolve-symlinks archives it.")
 @output_option("json", "yaml")
 @registry_options
-def diff_artifact_cmd(url: str, path: str, ignore: list[str], fmt: str | None,
-                      registry: RegistryOptions) -> None:
+def diff_artifact_cmd(url: str, path: str, ignore: list[str], resolve_symlinks: bool,
+                      fmt: str | None, registry: RegistryOptions) -> None:
     """Compare PATH with the artifact at URL; exit 1 when they differ, 3 or more when they
     could not be compared."""
     from ocigitops.publisher.publish import diff as do_diff
 
-    result = _run(do_diff(url, path, registry, ignore))
+    result = _run(do_diff(url, path, registry, ignore, resolve_symlinks=resolve_symlinks))
     if fmt:
         _emit(result.to_json(), fmt)
         sys.exit(exitcodes.SUCCESS if result.same else exitcodes.NO)
@@ -584,13 +586,19 @@ def diff_artifact_cmd(url: str, path: str, ignore: list[str], fmt: str | None,
 @with_ignore
 @click.option("--resolve-symlinks", is_flag=True, help="Archive what symbolic links point"
               " to (as flux 2.9); without it links are left out, with a warning.")
-def build_artifact_cmd(path: str, output: Path, ignore: list[str],
-                       resolve_symlinks: bool) -> None:
+@click.option("--max-size", default=None, metavar="SIZE", help="Refuse content over SIZE in"
+              " all (default 1Gi): pull's limit.")
+@click.option("--max-file-size", default=None, metavar="SIZE",
+              help="Refuse a file over SIZE (default 256Mi): pull's per-file limit.")
+def build_artifact_cmd(path: str, output: Path, ignore: list[str], resolve_symlinks: bool,
+                       max_size: str | None, max_file_size: str | None) -> None:
     """Build the artifact tarball of PATH into --output."""
+    from ocigitops.extract import limits_from
     from ocigitops.publisher.artifacts import build_artifact_file
 
     layer = build_artifact_file(path, output, ignore, resolve_symlinks=resolve_symlinks,
-                                warn=lambda m: _info(f"warning: {m}"))
+                                warn=lambda m: _info(f"warning: {m}"),
+                                limits=limits_from(max_size, max_file_size))
     click.echo(f"artifact created at {layer.path} ({layer.digest}, {layer.size} bytes)")
 
 

@@ -220,6 +220,15 @@ def test_links_and_empty_trees_are_warned_about(embedded_registry: Registry,
                                            "shared/shared.yaml": b"shared: 1\n"}
     ocigitops("build", "artifact", "-p", str(tree), "-o", str(tmp_path / "x.tgz"),
               "--resolve-symlinks")
+    # diff compares what push archived only with the same flag.
+    assert cli("diff", "artifact", url, "-f", str(tree), "--resolve-symlinks",
+               *reg.cli_flags()).returncode == 0
+    assert cli("diff", "artifact", url, "-f", str(tree), *reg.cli_flags()).returncode == 1
+    # build applies pull's limits: refused, and nothing written.
+    proc = cli("build", "artifact", "-p", str(tree), "-o", str(tmp_path / "big.tgz"),
+               "--resolve-symlinks", "--max-file-size", "4")
+    assert proc.returncode == 3 and "4" in proc.stderr, proc.stderr
+    assert not (tmp_path / "big.tgz").exists()
 
 
 def test_flux_push_flags_and_json(embedded_registry: Registry, tmp_path: Path) -> None:

@@ -220,13 +220,19 @@ class DiffResult:
 
 
 async def diff_artifact(client: RegistryClient, ref: Reference, path: Path | str,
-                        ignore: Sequence[str] = ()) -> DiffResult:
-    """Compare the content of ``path`` with the artifact at ``ref`` (annotations ignored)."""
+                        ignore: Sequence[str] = (), *, resolve_symlinks: bool = False
+                        ) -> DiffResult:
+    """Compare the content of ``path`` with the artifact at ``ref`` (annotations ignored).
+
+    ``resolve_symlinks``: compare what links point to, as ``push artifact
+    --resolve-symlinks`` archives it (the same flag must be given to both for the same
+    content to compare equal)."""
     m = await client.get_manifest(ref)
     manifest = parse_manifest(m.data, m.media_type)
     remote = await _remote_diff_id(client, ref, manifest)
     with tempfile.TemporaryDirectory(prefix="ocigitops-diff-") as tmp:
-        local = build_layer(path, Path(tmp) / "artifact.tgz", ignore)
+        local = build_layer(path, Path(tmp) / "artifact.tgz", ignore,
+                            resolve_symlinks=resolve_symlinks)
     return DiffResult(same=local.diff_id == remote, local_diff_id=local.diff_id,
                       remote_diff_id=remote, remote_digest=m.digest)
 
@@ -272,10 +278,13 @@ async def list_artifacts(client: RegistryClient, ref: Reference, *,
 
 
 def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = (), *,
-                        resolve_symlinks: bool = False, warn: Warn | None = None) -> Layer:
+                        resolve_symlinks: bool = False, warn: Warn | None = None,
+                        limits: Limits = DEFAULT_LIMITS) -> Layer:
     """Write the artifact layer (tar+gzip) for ``path`` to ``output``, atomically.
 
-    ``resolve_symlinks`` and ``warn``: as :func:`ocigitops.artifact.build_layer`."""
+    ``resolve_symlinks``, ``warn`` and ``limits`` (what a pull with the same limits would
+    refuse is refused here, and nothing is written): as
+    :func:`ocigitops.artifact.build_layer`."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.",
@@ -283,7 +292,7 @@ def build_artifact_file(path: Path | str, output: Path, ignore: Sequence[str] = 
         tmp_path = Path(tmp.name)
     try:
         layer = build_layer(path, tmp_path, ignore, resolve_symlinks=resolve_symlinks,
-                            warn=warn)
+                            warn=warn, limits=limits)
         tmp_path.chmod(0o644)
         tmp_path.replace(output)
     except BaseException:

@@ -275,8 +275,10 @@ def artifacts_table(rows: Sequence[ListedArtifact]) -> str:
 
 
 async def diff(url: str, path: str, registry: RegistryOptions,
-               ignore: Sequence[str] = DEFAULT_IGNORE) -> DiffResult:
+               ignore: Sequence[str] = DEFAULT_IGNORE, *, resolve_symlinks: bool = False
+               ) -> DiffResult:
     """Compare the content of ``path`` with the artifact at ``url`` (annotations aside)."""
     ref = parse_reference(url, require_scheme=True)
     async with registry.client() as client:
-        return await diff_artifact(client, ref, path, ignore)
+        return await diff_artifact(client, ref, path, ignore,
+                                   resolve_symlinks=resolve_symlinks)
