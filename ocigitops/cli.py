@@ -786,6 +786,8 @@ def controller() -> None:
 @controller.command("run")
 @click.option("--kubeconfig", default=None, metavar="FILE", help="Kubeconfig file (default:"
               " in a Pod its service account, else $KUBECONFIG, else ~/.kube/config).")
+@click.option("--context", default=None, help="Kubeconfig context to use (default: its"
+              " current context).")
 @click.option("--concurrent", type=int, default=4, show_default=True,
               help="Workers per kind.")
 @click.option("--metrics-addr", default=":8080", show_default=True,
@@ -813,7 +815,8 @@ def controller() -> None:
               " (a duration: 30s, 1m).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Least severe JSON log lines shown.")
-def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: str,
+def controller_run_cmd(kubeconfig: str | None, context: str | None, concurrent: int,
+                       metrics_addr: str,
                        health_addr: str, leader_elect: bool, leader_election_namespace: str,
                        watch_namespace: str | None, watch_label_selector: str | None,
                        no_cross_namespace_refs: bool, strict_substitution: bool,
@@ -822,7 +825,8 @@ def controller_run_cmd(kubeconfig: str | None, concurrent: int, metrics_addr: st
     """Reconcile the selected kinds (default: all) until SIGTERM."""
     from ocigitops.puller.manager import Options, serve
 
-    serve(Options(kubeconfig=kubeconfig, concurrent=concurrent, metrics_addr=metrics_addr,
+    serve(Options(kubeconfig=kubeconfig, context=context, concurrent=concurrent,
+                  metrics_addr=metrics_addr,
                   health_addr=health_addr, leader_elect=leader_elect,
                   leader_namespace=leader_election_namespace,
                   watch_namespace=watch_namespace, watch_label_selector=watch_label_selector,

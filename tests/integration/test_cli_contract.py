@@ -102,9 +102,12 @@ def test_cluster_commands_with_an_unreachable_api_server(args: tuple[str, ...],
     assert proc.returncode == exitcodes.UNREACHABLE
 
 
-def test_unknown_context_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [("get", "kustomizations"),
+                                  ("controller", "run", "--metrics-addr", "0",
+                                   "--health-addr", "0")], ids=lambda a: " ".join(a[:2]))
+def test_unknown_context_is_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
     kubeconfig = kubeconfig_to(tmp_path, f"https://{dead_host()}")
-    proc = cli("get", "kustomizations", "--kubeconfig", str(kubeconfig), "--context", "prod")
+    proc = cli(*args, "--kubeconfig", str(kubeconfig), "--context", "prod")
     one_error(proc, "--context prod", "no such context", "(it has: dev)")
     assert proc.returncode == exitcodes.USAGE
 

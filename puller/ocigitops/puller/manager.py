@@ -354,7 +354,7 @@ def _parse_selector(selector: str | None) -> dict[str, Any] | None:
 async def run(opts: Options, *, stop: asyncio.Event | None = None,
               started: Callable[[Controller], Awaitable[None]] | None = None) -> None:
     """Run the controller until ``stop`` is set or SIGTERM/SIGINT arrives."""
-    dyn = DynamicClient.from_kubeconfig(opts.kubeconfig)
+    dyn = DynamicClient.from_kubeconfig(opts.kubeconfig, context=opts.context)
     # Fail at start, in one line naming server and kubeconfig, when the API server cannot
     # be reached: the informers would otherwise retry silently forever. (In a Pod, the
     # kubelet restarts us; from a laptop, the user sees what to fix.)
@@ -363,7 +363,7 @@ async def run(opts: Options, *, stop: asyncio.Event | None = None,
     except BaseException:
         await dyn.aclose()
         raise
-    single, _ = load_kubeconfig(opts.kubeconfig)
+    single, _ = load_kubeconfig(opts.kubeconfig, opts.context)
     client = AsyncClient(config=single, field_manager="ocigitops")
     ctrl = Controller(opts, client, dyn)
     stop = stop or asyncio.Event()

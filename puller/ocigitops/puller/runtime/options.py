@@ -18,6 +18,8 @@ class Options:
     """``ocigitops controller run`` flags."""
 
     kubeconfig: str | None = None
+    #: The kubeconfig context (None: its current one).
+    context: str | None = None
     concurrent: int = 4
     metrics_addr: str = ":8080"
     health_addr: str = ":9440"
