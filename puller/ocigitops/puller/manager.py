@@ -43,6 +43,7 @@ from ocigitops.puller.runtime.leader import LeaderElector
 from ocigitops.puller.runtime.options import Options, default_cache_dir
 from ocigitops.puller.runtime.queue import ShutDown, WorkQueue, jittered
 from ocigitops.puller.runtime.reconciler import Deps, Reconciler
+from ocigitops.puller.runtime.refindex import ReferenceIndex
 from ocigitops.regserver import listen_error
 
 log = logging.getLogger("ocigitops.controller")
@@ -190,6 +191,7 @@ class Controller:
         # progress report): the final write is a patch against it, not against the
         # informer's older copy.
         self._written: dict[tuple[str, Key], dict[str, Any]] = {}
+        self._refs = ReferenceIndex()
         deps = Deps(kube=dyn, cache=self.cache, options=opts,
                     sources={r.source.kind: r.source for r in reconcilers.ALL if r.source},
                     served=frozenset(r.kind for r in selected), progress=self._progress)
@@ -208,6 +210,11 @@ class Controller:
         self.leading = not opts.leader_elect
 
     def _on_event(self, kind: str, event: str, old: Any | None, new: Any) -> None:
+        referrer = (kind, _key(new))
+        if event == "DELETED":
+            self._refs.remove(referrer)
+        else:
+            self._refs.update(referrer, self.kinds[kind].rec.references(new))
         if _interesting(event, old, new):
             self.kinds[kind].queue.add(_key(new))
 
@@ -231,10 +238,15 @@ class Controller:
         self._written[(rt.rec.kind, key)] = new
 
     def _referencing(self, kind: str, key: Key) -> list[tuple[KindRuntime, Any]]:
-        """Objects of every running kind whose references include ``kind``/``key``."""
-        target = (kind, *key)
-        return [(rt, obj) for rt in self.kinds.values() for obj in rt.informer.items()
-                if target in rt.rec.references(obj)]
+        """Objects of every running kind whose references include ``kind``/``key``
+        (from the index the informer events keep, not a scan of every object)."""
+        out: list[tuple[KindRuntime, Any]] = []
+        for other_kind, (ns, name) in self._refs.referencing((kind, *key)):
+            rt = self.kinds.get(other_kind)
+            obj = rt.informer.get(ns, name) if rt is not None else None
+            if rt is not None and obj is not None:
+                out.append((rt, obj))
+        return out
 
     def _wake(self, kind: str, key: Key, out: Outcome) -> None:
         ready = cond.is_true(list(out.status.get("conditions") or []), cond.READY)
