@@ -10,7 +10,19 @@ with ``spec.verify`` extended to a signature policy.
 - the policy form: ``rule`` (``any``, ``all`` or a number) and ``authorities``, each one of
   ``cosign`` (keys in a Secret, required annotations, transparency log), ``keyless``
   (identities: exact or regexp issuer and subject, GitHub claims) or ``notation`` (a Secret
-  with a trust policy and certificates).
+  with a trust policy and certificates); plus ``attestations``, the in-toto attestations the
+  artifact must carry (the CLI policy file's ``attestations:``, field for field).
+
+``attestations`` belong to the policy form only: each names the authorities that may sign
+it, and Flux's form has no authority names to refer to (its implicit ``cosign`` /
+``cosign-keyless`` / ``notation`` are an implementation detail, not API). The schema refuses
+them next to ``provider``/``secretRef``/``matchOIDCIdentity``; the controller reports such
+a spec Stalled, as any spec the API server should have refused.
+
+What the schema cannot check is checked when the spec is parsed (names of authorities that
+exist and are not notation: notation signs the manifest, not in-toto statements; a positive
+``maxAge``) or when the policy is loaded (CEL conditions compile:
+:func:`ocigitops.puller.api.verification.attestation_requirements`).
 
 Both map onto :class:`ocigitops.verifier.policy.SignaturePolicy`
 (:func:`ocigitops.verifier.policy.parse_policy` and
@@ -39,6 +51,7 @@ from ocigitops.puller.api.meta import (
     object_ident,
 )
 from ocigitops.puller.api.schema import Constraint, FieldError, ValidationError, from_dict, prop
+from ocigitops.verifier.conditions import MAX_EXPRESSION_CHARS
 
 KIND = "OCIRepository"
 PLURAL = "ocirepositories"
@@ -51,6 +64,9 @@ LayerOperation = Literal["extract", "copy"]
 
 DIGEST_PATTERN = r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$"
 RULE_PATTERN = r"^(any|all|[1-9][0-9]*)$"
+#: Bounds of ``attestations`` (hostile input is bounded; real policies have a handful).
+MAX_ATTESTATIONS = 32
+MAX_CONDITIONS = 32
 
 
 def _regex(value: str | None, what: str) -> None:
@@ -204,6 +220,56 @@ class Authority:
     keyless: KeylessAuthority | None = prop("Cosign keyless identities.", default=None)
     notation: NotationAuthority | None = prop("A notation trust policy.", default=None)
 
+    @property
+    def kind(self) -> Literal["cosign", "keyless", "notation"]:
+        """Which of cosign, keyless and notation this authority is (the verifier's names)."""
+        if self.cosign is not None:
+            return "cosign"
+        if self.keyless is not None:
+            return "keyless"
+        return "notation"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttestationRequirement:
+    """An attestation the artifact must carry: an in-toto statement of predicateType about
+    its digest, signed by one of the authorities, no older than maxAge, whose predicate
+    makes every CEL condition true."""
+
+    name: str = prop("Name of the requirement, reported in status.", min_length=1,
+                     max_length=NAME_MAX)
+    predicate_type: str = prop(
+        "The predicate type: a URI, or one of cosign's names (custom, slsaprovenance, "
+        "slsaprovenance02, slsaprovenance1, spdx, spdxjson, cyclonedx, link, vuln, openvex).",
+        min_length=1, max_length=1024)
+    authorities: tuple[str, ...] = prop(
+        "Names of this policy's cosign or keyless authorities; one of them must have signed "
+        "the attestation.", min_items=1, max_items=MAX_ATTESTATIONS,
+        extra={"items": {"type": "string", "minLength": 1, "maxLength": NAME_MAX}})
+    conditions: tuple[str, ...] = prop(
+        "CEL expressions over the variable predicate; each must evaluate to true (an error "
+        "counts as false).", default=(), max_items=MAX_CONDITIONS,
+        extra={"items": {"type": "string", "minLength": 1,
+                         "maxLength": MAX_EXPRESSION_CHARS}})
+    max_age: str | None = prop(
+        "The oldest signed time accepted, a duration such as 168h (the transparency-log or "
+        "timestamp time, else the predicate's own timestamp).", default=None,
+        pattern=DURATION_PATTERN)
+
+    def __post_init__(self) -> None:
+        # The CRD's item schemas say the same; the parser checks them here because it
+        # applies a list field's bounds to the list, not to its items.
+        for i, a in enumerate(self.authorities):
+            if not a or len(a) > NAME_MAX:
+                raise FieldError(f"authorities[{i}]", "must be an authority name of 1 to "
+                                 f"{NAME_MAX} characters")
+        for i, c in enumerate(self.conditions):
+            if not c.strip() or len(c) > MAX_EXPRESSION_CHARS:
+                raise FieldError(f"conditions[{i}]", "must be a CEL expression of 1 to "
+                                 f"{MAX_EXPRESSION_CHARS} characters")
+        if self.max_age is not None and parse_duration(self.max_age) <= 0:
+            raise FieldError("maxAge", "must be positive")
+
 
 _FLUX_FORM = [{"required": ["provider"]}, {"required": ["secretRef"]},
               {"required": ["matchOIDCIdentity"]}]
@@ -230,6 +296,10 @@ class OCIRepositoryVerification:
                               {"required": ["matchOIDCIdentity"]}]},
                    "give secretRef (keys or a trust policy), matchOIDCIdentity (keyless) "
                    "or authorities"),
+        Constraint({"not": {"allOf": [{"required": ["attestations"]},
+                                      {"not": {"required": ["authorities"]}}]}},
+                   "attestations need the policy form: list the authorities that sign "
+                   "them (provider/secretRef/matchOIDCIdentity cannot)"),
     )
 
     provider: VerifyProvider | None = prop(
@@ -250,12 +320,27 @@ class OCIRepositoryVerification:
     authorities: tuple[Authority, ...] = prop(
         "Policy form: the authorities that may vouch for the artifact.", default=(),
         min_items=1, list_map_keys=("name",))
+    attestations: tuple[AttestationRequirement, ...] = prop(
+        "Policy form: attestations the artifact must carry; every one must pass, whatever "
+        "the rule.", default=(), min_items=1, max_items=MAX_ATTESTATIONS,
+        list_map_keys=("name",))
 
     def __post_init__(self) -> None:
         rule = self.effective_rule
         if isinstance(rule, int) and rule > len(self.authorities):
             raise FieldError("rule", f"{rule} cannot be met by {len(self.authorities)} "
                              "authorities")
+        kinds = {a.name: a.kind for a in self.authorities}
+        for i, req in enumerate(self.attestations):
+            for name in req.authorities:
+                where = f"attestations[{i}].authorities"
+                if name not in kinds:
+                    raise FieldError(where, f"attestation {req.name!r}: no authority named "
+                                     f"{name!r}")
+                if kinds[name] == "notation":
+                    raise FieldError(where, f"attestation {req.name!r}: {name!r} is a "
+                                     "notation authority; notation cannot sign attestations "
+                                     "(cosign key and keyless authorities only)")
 
     @property
     def is_policy(self) -> bool:
@@ -362,11 +447,26 @@ class AuthorityStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AttestationStatus:
+    """The outcome of one attestation requirement."""
+
+    name: str = prop("The requirement's name.")
+    predicate_type: str = prop("The predicate type required (a URI).")
+    passed: bool = prop("Whether an attestation satisfied the requirement.")
+    reason: str = prop("Why it passed or failed (the failed condition, the age...).",
+                       default="")
+    signer: str | None = prop("Who signed the attestation judged: key hint or keyless "
+                              "identity.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class VerificationStatus:
     """Which authorities verified the artifact, for which digest."""
 
     digest: str = prop("The manifest digest that was verified.")
     authorities: tuple[AuthorityStatus, ...] = prop("Per-authority outcome.", default=())
+    attestations: tuple[AttestationStatus, ...] | None = prop(
+        "Per-requirement outcome, when the policy requires attestations.", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)

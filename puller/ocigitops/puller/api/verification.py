@@ -11,6 +11,12 @@ OCIRepository's namespace) and passes their data to :func:`build_signature_polic
 
 A ``trusted_root.json`` entry of ``trustedRootSecretRef`` (per keyless authority, else the
 one of ``verify``) replaces the Sigstore public-good trusted root.
+
+``attestations`` (policy form) become the policy's attestation requirements through
+:func:`ocigitops.verifier.attestations.parse_requirements`, the CLI policy file's own parser,
+so a requirement means the same in both places. They need no Secret:
+:func:`attestation_requirements` checks them (CEL conditions compiled) before any I/O, and a
+:class:`PolicyError` from it is a spec only an edit can fix.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ocigitops.puller.api.ocirepository import Authority, OCIRepositoryVerification
 from ocigitops.puller.api.schema import to_dict
+from ocigitops.verifier.attestations import AttestationRequirement, parse_requirements
 from ocigitops.verifier.errors import PolicyError
 from ocigitops.verifier.policy import (
     Authority as VerifierAuthority,
@@ -106,12 +113,32 @@ def _authority(a: Authority, secrets: Mapping[str, SecretData],
     raise PolicyError(f"authority {a.name!r} has none of cosign, keyless, notation")
 
 
+def attestation_requirements(verify: OCIRepositoryVerification) \
+        -> tuple[AttestationRequirement, ...]:
+    """The attestation requirements of ``verify``, CEL conditions compiled (no Secret is
+    read: this is the spec alone).
+
+    Raises :class:`PolicyError`: a condition that does not compile is its subclass
+    :class:`~ocigitops.verifier.errors.ConditionCompileError`, naming the requirement, the
+    condition's number and the line and column; an unknown or notation authority too
+    (parsing the spec already refuses those).
+    """
+    if not verify.attestations:
+        return ()
+    raw = [{"name": r.name, "predicateType": r.predicate_type,
+            "authorities": list(r.authorities), "conditions": list(r.conditions),
+            **({"maxAge": r.max_age} if r.max_age is not None else {})}
+           for r in verify.attestations]
+    return parse_requirements(raw, {a.name: a.kind for a in verify.authorities})
+
+
 def build_signature_policy(verify: OCIRepositoryVerification,
                            secrets: Mapping[str, SecretData]) -> SignaturePolicy:
     """The verifier policy for ``verify``; ``secrets`` maps Secret name -> data (decoded).
 
     Raises :class:`ocigitops.verifier.errors.PolicyError` (a missing Secret or key, an invalid trust
-    policy or identity) with a message fit for a condition.
+    policy or identity, an attestation condition that does not compile) with a message fit
+    for a condition.
     """
     root_name = (verify.trusted_root_secret_ref.name
                  if verify.trusted_root_secret_ref is not None else None)
@@ -123,10 +150,11 @@ def build_signature_policy(verify: OCIRepositoryVerification,
                                 "matchOIDCIdentity": [to_dict(m)
                                                       for m in verify.match_oidc_identity]}
         return from_flux_verify(flux, data, trusted_root=_trusted_root(secrets, root_name))
+    requirements = attestation_requirements(verify)
     auths = tuple(_authority(a, secrets, root_name) for a in verify.authorities)
     rule = verify.effective_rule
     if rule == "all":
-        return SignaturePolicy(auths, Rule("all"))
+        return SignaturePolicy(auths, Rule("all"), requirements)
     if isinstance(rule, int):
-        return SignaturePolicy(auths, Rule("at_least", rule))
-    return SignaturePolicy(auths, Rule("any"))
+        return SignaturePolicy(auths, Rule("at_least", rule), requirements)
+    return SignaturePolicy(auths, Rule("any"), requirements)

@@ -6,6 +6,13 @@ unchanged and the artifact is still cached. A new digest is verified first when
 ``spec.verify`` is set, and only the verified digest is fetched: the manifest and layer
 are read by digest, never by tag again, and stored in the content-addressed cache. A
 failed fetch or verification never replaces the last good artifact; the status says why.
+
+Attestation requirements (``spec.verify.attestations``) are part of the verification: a
+revision that fails one is refused exactly like a bad signature (``SourceVerified=False``,
+reason ``VerificationError``, the failed requirement and condition in the message). Their
+CEL conditions are compiled before any I/O; one that does not compile stalls the object
+(only an edit can fix it). ``maxAge`` is judged when a revision is verified (a new digest,
+or a new generation of the spec), not again while it stays stored, as signatures are.
 """
 
 from __future__ import annotations
@@ -42,7 +49,11 @@ from ocigitops.puller.api.ocirepository import (
     parse_oci_repository,
 )
 from ocigitops.puller.api.schema import to_dict
-from ocigitops.puller.api.verification import build_signature_policy, referenced_secrets
+from ocigitops.puller.api.verification import (
+    attestation_requirements,
+    build_signature_policy,
+    referenced_secrets,
+)
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient
 from ocigitops.puller.reconcile import Outcome, prepare
@@ -52,6 +63,7 @@ from ocigitops.reference import Reference, parse_reference
 from ocigitops.registry import Manifest, RegistryClient
 from ocigitops.tags import select_latest
 from ocigitops.verifier.errors import PolicyError
+from ocigitops.verifier.policy import PolicyResult, SignaturePolicy
 from ocigitops.verifier.verify import verify_artifact
 
 
@@ -176,6 +188,18 @@ async def reconcile(obj: Mapping[str, Any], ctx: SourceContext) -> Outcome:
         status["observedGeneration"] = generation
         return Outcome(status, None, [("Warning", cond.UNSUPPORTED_PROVIDER, msg)],
                        failed=True)
+    if repo.spec.verify is not None:
+        # The spec alone, before any I/O: a CEL condition that does not compile is an
+        # invalid spec (Stalled, no retry), not a failed fetch to retry every interval.
+        try:
+            attestation_requirements(repo.spec.verify)
+        except PolicyError as e:
+            msg = f"spec.verify: {e}"
+            cond.set_condition(conditions, cond.SOURCE_VERIFIED, cond.FALSE,
+                               cond.INVALID_SPEC, msg, generation)
+            cond.mark_failed(conditions, cond.INVALID_SPEC, msg, generation, stalled=True)
+            status["observedGeneration"] = generation
+            return Outcome(status, None, [("Warning", cond.INVALID_SPEC, msg)], failed=True)
 
     host = _host_of(repo.spec.url)
     if ctx.busy.get(host, 0) >= ctx.per_host:
@@ -281,15 +305,11 @@ async def _reconcile(obj: Mapping[str, Any], repo: OCIRepository, ctx: SourceCon
                 secrets[name] = data
             policy = build_signature_policy(repo.spec.verify, secrets)
             outcome = await verify_artifact(client, pinned, policy)
-            status["verification"] = {
-                "digest": outcome.digest,
-                "authorities": [{"name": a.name, "passed": a.passed, "reason": a.reason[:1024],
-                                 **({"signer": str(a.signer)} if a.signer else {})}
-                                for a in outcome.result.authorities]}
+            status["verification"] = _verification_status(outcome.digest, outcome.result)
             if not outcome.passed or outcome.digest != digest:
-                reasons = "; ".join(f"{a.name}: {a.reason}" for a in outcome.result.authorities
-                                    if not a.passed)
-                msg = f"verification of revision {revision} failed: {reasons}"
+                why = (_failures(policy, outcome.result) if not outcome.passed else
+                       f"verified digest {outcome.digest} is not the resolved {digest}")
+                msg = f"verification of revision {revision} failed: {why}"
                 cond.set_condition(conditions, cond.SOURCE_VERIFIED, cond.FALSE,
                                    cond.VERIFICATION_ERROR, msg, generation)
                 cond.mark_failed(conditions, cond.VERIFICATION_ERROR, msg, generation)
@@ -297,11 +317,8 @@ async def _reconcile(obj: Mapping[str, Any], repo: OCIRepository, ctx: SourceCon
                 return Outcome(status, interval, [("Warning", cond.VERIFICATION_ERROR, msg)],
                                failed=True)
             m = outcome.manifest
-            signers = ", ".join(f"{a.name} ({a.signer})" for a in outcome.result.authorities
-                                if a.passed)
             cond.set_condition(conditions, cond.SOURCE_VERIFIED, cond.TRUE, cond.SUCCEEDED,
-                               f"verified signature of revision {revision} by {signers}",
-                               generation)
+                               _verified_message(revision, outcome.result), generation)
         else:
             cond.remove(conditions, cond.SOURCE_VERIFIED)
             status.pop("verification", None)
@@ -339,6 +356,48 @@ async def _reconcile(obj: Mapping[str, Any], repo: OCIRepository, ctx: SourceCon
             events.append(("Normal", cond.NEW_ARTIFACT, f"stored artifact with revision"
                                                         f" '{revision}' from '{repo.spec.url}'"))
         return Outcome(status, interval, events, changed=new)
+
+
+#: Longest reason kept per authority or requirement in ``status.verification`` (the
+#: condition message has them in full, up to the API server's 32 KiB).
+STATUS_REASON_MAX = 1024
+
+
+def _verification_status(digest: str, result: PolicyResult) -> dict[str, Any]:
+    """``status.verification``: per authority and, when required, per attestation."""
+    out: dict[str, Any] = {
+        "digest": digest,
+        "authorities": [{"name": a.name, "passed": a.passed,
+                         "reason": a.reason[:STATUS_REASON_MAX],
+                         **({"signer": str(a.signer)} if a.signer else {})}
+                        for a in result.authorities]}
+    if result.attestations:
+        out["attestations"] = [{"name": r.name, "predicateType": r.predicate_type,
+                                "passed": r.passed, "reason": r.reason[:STATUS_REASON_MAX],
+                                **({"signer": str(r.signer)} if r.signer else {})}
+                               for r in result.attestations]
+    return out
+
+
+def _failures(policy: SignaturePolicy, result: PolicyResult) -> str:
+    """Why ``result`` did not pass: the failed authorities when the signature rule was not
+    met (when it was, they are not the reason), then every failed attestation requirement
+    with its failed condition or age (:meth:`PolicyResult.failures`)."""
+    failed_auths = sum(not a.passed for a in result.authorities)
+    passed = len(result.authorities) - failed_auths
+    reasons = result.failures()  # the failed authorities first, then the requirements
+    if passed >= max(1, policy.rule.required(len(result.authorities))):
+        reasons = reasons[failed_auths:]
+    return "; ".join(reasons) or "the policy did not pass"
+
+
+def _verified_message(revision: str, result: PolicyResult) -> str:
+    """``verified signature of revision R by A (signer)[ and attestations x, y]``."""
+    signers = ", ".join(f"{a.name} ({a.signer})" for a in result.authorities if a.passed)
+    msg = f"verified signature of revision {revision} by {signers}"
+    if result.attestations:
+        msg += " and attestations " + ", ".join(r.name for r in result.attestations)
+    return msg
 
 
 def _selector_json(repo: OCIRepository) -> dict[str, str] | None:
