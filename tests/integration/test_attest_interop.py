@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -38,18 +37,16 @@ from ocigitops.artifact import go_json
 from ocigitops.publisher import sign_cosign as sc
 from ocigitops.reference import Reference
 from ocigitops.registry import Descriptor, RegistryClient, sha256_digest
-from ocigitops.verifier.bundles import PUBLIC_GOOD_TRUSTED_ROOT
 from ocigitops.verifier.discovery import discover
 from ocigitops.verifier.intoto import build_statement
 from ocigitops.verifier.keys import load_private_key
-from tests.helpers.cli import cli, run
+from tests.helpers.cli import cli
+from tests.helpers.cosign3 import PASSWORD, Cosign3
 from tests.helpers.registries import Registry
-from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-PASSWORD = "attest-pw"
 CUSTOM = "https://cosign.sigstore.dev/attestation/v1"
 SLSA02 = "https://slsa.dev/provenance/v0.2"
 BUILDER = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
@@ -61,36 +58,6 @@ PROVENANCE = {"builder": {"id": BUILDER}, "buildType": "https://ocigitops.dev/ci
 def registry(request: pytest.FixtureRequest) -> Registry:
     reg: Registry = request.getfixturevalue(request.param)
     return reg
-
-
-class Cosign3:
-    """cosign v3.0.2, offline, in its own HOME."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.cwd = tmp
-        (tmp / "home").mkdir(exist_ok=True)
-        self.env = {
-            "HOME": str(tmp / "home"), "COSIGN_PASSWORD": PASSWORD,
-            "TUF_ROOT": str(tmp / "tuf"), "COSIGN_YES": "true", "SIGSTORE_ID_TOKEN": "",
-            "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-            "NO_PROXY": "127.0.0.1,localhost",
-        }
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run([tool("cosign3", "cosign"), *args], check=check, cwd=self.cwd,
-                   env=self.env, timeout=120)
-
-    def attest(self, key: Path, ref: str, predicate: Path, type_: str) -> None:
-        self("attest", "--key", str(key), "--type", type_, "--predicate", str(predicate),
-             "--new-bundle-format", "--tlog-upload=false", "--use-signing-config=false",
-             "--allow-insecure-registry", "--allow-http-registry", "-y", ref)
-
-    def verify_attestation(self, pub: Path, ref: str, type_: str
-                           ) -> subprocess.CompletedProcess[str]:
-        return self("verify-attestation", "--key", str(pub), "--type", type_,
-                    "--insecure-ignore-tlog=true", "--trusted-root",
-                    str(PUBLIC_GOOD_TRUSTED_ROOT), "--allow-insecure-registry",
-                    "--allow-http-registry", ref, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 
 from tests.helpers.cli import cli
+from tests.helpers.cosign3 import PASSWORD, Cosign3
+from tests.helpers.github import ACTIONS_ENV as ENV
 from tests.helpers.registries import Registry
-from tests.integration.test_attest_interop import PASSWORD, Cosign3
-from tests.unit.test_provenance import ENV
 
 pytestmark = pytest.mark.integration
 
 SLSA1 = "https://slsa.dev/provenance/v1"
 BUILDER = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"
+SHA = ENV["GITHUB_SHA"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ attestations:
     maxAge: 1h
     conditions:
       - "predicate.runDetails.builder.id == '{BUILDER}'"
-      - "predicate.buildDefinition.resolvedDependencies[0].digest.gitCommit == '{ENV['GITHUB_SHA']}'"
+      - "predicate.buildDefinition.resolvedDependencies[0].digest.gitCommit == '{SHA}'"
 """)
     proc = cli("verify", "artifact", url, "--policy", str(policy), "-o", "json",
                *embedded_registry.cli_flags())

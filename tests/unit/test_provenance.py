@@ -9,18 +9,10 @@ import pytest
 
 from ocigitops.errors import UsageError
 from ocigitops.publisher.provenance import BUILD_TYPE, github_actions_provenance, workflow_path
+from tests.helpers.github import ACTIONS_ENV as ENV
 
 pytestmark = pytest.mark.unit
 
-ENV = {
-    "GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com",
-    "GITHUB_REPOSITORY": "acme/app", "GITHUB_SHA": "c27d339ee6075c1f744c5d4b200f7901aad2c369",
-    "GITHUB_REF": "refs/heads/main",
-    "GITHUB_WORKFLOW_REF": "acme/app/.github/workflows/release.yml@refs/heads/main",
-    "GITHUB_RUN_ID": "1536140711", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_EVENT_NAME": "push",
-    "GITHUB_REPOSITORY_ID": "1296269", "GITHUB_REPOSITORY_OWNER_ID": "583231",
-    "RUNNER_ENVIRONMENT": "github-hosted",
-}
 
 
 def test_predicate_has_githubs_build_type_fields() -> None:
