@@ -219,3 +219,85 @@ def test_a_condition_that_does_not_compile_stalls(ns: Kube, controller: Controll
     with pytest.raises(KubeError) as info:
         _source(ns, "bad-age", host, "gate/x", maxAge="7d")
     assert info.value.status == 422 and "maxAge" in str(info.value), info.value
+
+
+NO_HIGH = ("!predicate.Results.exists(r, has(r.Misconfigurations) && "
+           "r.Misconfigurations.exists(m, m.Severity in ['HIGH', 'CRITICAL']))")
+
+
+def _deployment(privileged: bool) -> dict[str, Any]:
+    """A Deployment trivy finds nothing HIGH in, unless it is ``privileged`` (KSV-0017)."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                             "runAsGroup": 10001,
+                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                         "containers": [{
+                             "name": "web", "image": "registry.example/web:1.0",
+                             "securityContext": {
+                                 "privileged": privileged, "allowPrivilegeEscalation": False,
+                                 "readOnlyRootFilesystem": True,
+                                 "capabilities": {"drop": ["ALL"]}},
+                             "resources": {"limits": {"cpu": "100m", "memory": "64Mi"},
+                                           "requests": {"cpu": "50m", "memory": "32Mi"}}}]}}}}
+
+
+def test_ci_to_cluster_scan_gate(ns: Kube, controller: ControllerProcess,
+                                 embedded_registry: Registry, tmp_path: Path) -> None:
+    """The whole flow with the real commands a pipeline runs: ``push artifact --sign``,
+    ``scan oci://... --attest --exit-code 1`` (the real trivy), and the controller; a
+    privileged Deployment is refused, the fixed one is applied."""
+    started = time.monotonic()
+    ci = CI(tmp_path, embedded_registry, f"scan-gate/{ns.namespace}")
+    flags = [*embedded_registry.cli_flags()]
+    env = {"COSIGN_PASSWORD": "pw"}
+    ns.apply({"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "cosign-pub", "namespace": ns.namespace},
+              "stringData": {"cosign.pub": ci.pair.public_pem.decode()}})
+
+    def pipeline(label: str, privileged: bool, want_exit: int) -> str:
+        tree = manifest_tree(tmp_path, label, _deployment(privileged))
+        url = f"oci://{ci.host}/{ci.repo}:latest"
+        pushed = json.loads(ocigitops("push", "artifact", url, "--path", str(tree), "--sign",
+                                      "--key", str(ci.key), "--source",
+                                      "https://github.com/acme/web", "--revision",
+                                      f"main@sha1:{label.encode().hex():0<40}", "-o", "json",
+                                      *flags, env=env).stdout)
+        pinned = f"oci://{ci.host}/{ci.repo}@{pushed['digest']}"
+        scan = ocigitops("scan", pinned, "--severity", "HIGH,CRITICAL", "--exit-code", "1",
+                         "--attest", "--key", str(ci.key), *flags, env=env, check=False,
+                         timeout=300)
+        assert scan.returncode == want_exit, scan.stdout + scan.stderr
+        assert "Traceback" not in scan.stderr
+        return f"latest@{pushed['digest']}"
+
+    bad = pipeline("privileged", True, 1)  # the scan fails the job, and attests the failure
+    ns.apply({"apiVersion": API_VERSION, "kind": OCI,
+              "metadata": {"name": "web", "namespace": ns.namespace},
+              "spec": {"url": f"oci://{ci.host}/{ci.repo}", "insecure": True,
+                       "interval": "5s", "ref": {"tag": "latest"}, "verify": {
+                           "authorities": [{"name": "release-key", "cosign": {
+                               "secretRef": {"name": "cosign-pub"}}}],
+                           "attestations": [{"name": "no-high-misconfig",
+                                             "predicateType": TRIVY,
+                                             "authorities": ["release-key"], "maxAge": "1h",
+                                             "conditions": [
+                                                 NO_HIGH,
+                                                 # the report names the artifact, not a
+                                                 # temp directory of the CI machine
+                                                 "predicate.ArtifactName.startsWith("
+                                                 f"'oci://{ci.host}/{ci.repo}@sha256:')"]}]}}})
+    apply_kustomization(ns, "web", "web", interval="5s")
+    sv = _refused(ns, "web", bad)
+    assert "attestation no-high-misconfig:" in sv["message"] and NO_HIGH in sv["message"], sv
+    time.sleep(3)
+    assert ns.get("apps/v1", "Deployment", "web") is None
+
+    good = pipeline("fixed", False, 0)
+    wait_source_ready(ns, "web", good)
+    wait_applied(ns, "web", good)
+    dep = ns.get("apps/v1", "Deployment", "web") or {}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["privileged"] is False
+    print(f"\nCI-to-cluster scan gate flow took {time.monotonic() - started:.1f}s")
