@@ -1,7 +1,7 @@
 # Developer entry points. `make test` is what CI runs (.ci/run).
 PYTHON ?= python3
 
-.PHONY: install tools lint test unit integration bench crds fuzz fuzz-long
+.PHONY: install tools lint test unit integration bench crds image fuzz fuzz-long
 
 install:
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -30,6 +30,16 @@ bench: install tools
 # Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
 crds: install
 	$(PYTHON) -m ocigitops.puller.crdgen --out-dir deploy/crds
+
+# The controller image, built reproducibly without Docker (mmdebstrap + buildah, as root)
+# and pushed: `make image IMAGE=REGISTRY/REPO:TAG` (VARIANT=essential for one with a shell).
+# docs/image.md says what is in it; deploy/image/check-reproducible builds twice and compares.
+IMAGE ?=
+VARIANT ?= distroless
+
+image:
+	@test -n "$(IMAGE)" || { echo "usage: make image IMAGE=REGISTRY/REPO:TAG" >&2; exit 2; }
+	deploy/image/build --variant $(VARIANT) $(IMAGE)
 
 # Fuzzing (fuzz/, atheris). `fuzz`: every target for FUZZ_SHORT_SECONDS each (about 90 s in
 # all; `make test` runs it after pytest); fails naming the reproducer and the exception.
