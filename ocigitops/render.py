@@ -112,7 +112,13 @@ def _find_tool(name: str, env_var: str) -> str | None:
     found = _executable(name)
     if found:
         return found
-    cached = [p for p in _tools_root().glob(f"{name}-*/bin/{name}") if os.access(p, os.X_OK)]
+    try:
+        cached = [p for p in _tools_root().glob(f"{name}-*/bin/{name}")
+                  if os.access(p, os.X_OK)]
+    except OSError:
+        # A cache this user may not read (another UID's home, as in a container run
+        # with a non-default user) holds no tool for it: fall through to kubectl.
+        cached = []
     if cached:
         return str(max(cached, key=lambda p: _version_key(p, name)))
     return None

@@ -82,7 +82,12 @@ def at(schema: dict[str, Any], path: str) -> dict[str, Any]:
 
 def test_committed_crds_are_up_to_date(tmp_path: Path) -> None:
     written = crdgen.write_crds(tmp_path)
-    assert sorted(p.name for p in written) == ["kustomizations.yaml", "ocirepositories.yaml"]
+    # Every kind's CRD, and each is listed in deploy/kustomization.yaml (applied by deploy).
+    assert sorted(p.name for p in written) == sorted(crdgen.crds())
+    assert {"kustomizations.yaml", "ocirepositories.yaml", "gitrepositories.yaml"} <= {
+        p.name for p in written}
+    listed = (DEPLOY / "kustomization.yaml").read_text()
+    assert all(f"crds/{p.name}" in listed for p in written)
     for p in written:
         committed = DEPLOY / "crds" / p.name
         assert committed.read_bytes() == p.read_bytes(), \

@@ -109,9 +109,10 @@ def kube(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
 
 def test_parse_target() -> None:
     assert ops.parse_target("source", ("oci", "app")) == ops.Target("OCIRepository", "app")
+    assert ops.parse_target("source", ("git", "app")) == ops.Target("GitRepository", "app")
     assert ops.parse_target("kustomization", ["app"]) == ops.Target("Kustomization", "app")
-    for kind, args, usage in [("source", ("git", "app"), "usage: source oci NAME"),
-                              ("source", ("oci",), "usage: source oci NAME"),
+    for kind, args, usage in [("source", ("bucket", "app"), "usage: source oci|git NAME"),
+                              ("source", ("oci",), "usage: source oci|git NAME"),
                               ("kustomization", ("a", "b"), "usage: kustomization NAME")]:
         with pytest.raises(UsageError, match=usage):
             ops.parse_target(kind, args)

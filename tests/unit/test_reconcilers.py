@@ -53,22 +53,28 @@ class Progress:
 # -- runtime pieces -----------------------------------------------------------------------
 
 def test_controllers_are_selected_by_name_alias_or_kind() -> None:
-    assert reconcilers.names() == ["oci", "kustomization"]
+    assert reconcilers.names() == ["oci", "git", "helmrepository", "helmchart",
+                                   "kustomization"]
     assert reconcilers.select([]) == reconcilers.ALL
     assert reconcilers.select(["all"]) == reconcilers.ALL
     assert [r.kind for r in reconcilers.select(["KS"])] == ["Kustomization"]
     # Order is the registry's, whatever the order asked.
     assert [r.kind for r in reconcilers.select(["kustomization", "OCIRepository"])] == [
         "OCIRepository", "Kustomization"]
-    with pytest.raises(Exception, match="unknown controller helm: choose from oci,"
-                                        " kustomization or all"):
-        reconcilers.select(["helm"])
+    # Flux's CLI words: `helm` is HelmRepository, `chart` HelmChart; `hr` (HelmRelease)
+    # is not taken.
+    assert [r.kind for r in reconcilers.select(["helm", "chart"])] == [
+        "HelmRepository", "HelmChart"]
+    with pytest.raises(Exception, match="unknown controller hr: choose from oci, git,"
+                                        " helmrepository, helmchart, kustomization or all"):
+        reconcilers.select(["hr"])
 
 
 def test_every_kind_declares_a_typed_status_and_sources_their_contract() -> None:
     for rec in reconcilers.ALL:
         assert typed_status(rec.status_type, {})["conditions"] == []
-    assert {r.source.kind for r in reconcilers.ALL if r.source} == {"OCIRepository"}
+    assert {r.source.kind for r in reconcilers.ALL if r.source} == {
+        "OCIRepository", "GitRepository", "HelmRepository", "HelmChart"}
     assert ks_rec.RECONCILER.finalizer == "finalizers.ocigitops.dev"
 
 

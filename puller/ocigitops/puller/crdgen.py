@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from ocigitops.puller.api import gitrepository as gitrepo
+from ocigitops.puller.api import helmchart as hc
+from ocigitops.puller.api import helmrepository as hrepo
 from ocigitops.puller.api import kustomization as ks
 from ocigitops.puller.api import ocirepository as oci
 from ocigitops.puller.api.meta import CATEGORY, GROUP, VERSION
@@ -91,16 +94,39 @@ def oci_repository_crd() -> dict[str, Any]:
                 oci.OCIRepositoryStatus, ".status.artifact.revision")
 
 
+def git_repository_crd() -> dict[str, Any]:
+    """The GitRepository CRD."""
+    return _crd(gitrepo.KIND, gitrepo.PLURAL, gitrepo.SINGULAR, gitrepo.SHORT_NAMES,
+                gitrepo.GitRepositorySpec, gitrepo.GitRepositoryStatus,
+                ".status.artifact.revision")
+
+
 def kustomization_crd() -> dict[str, Any]:
     """The Kustomization CRD."""
     return _crd(ks.KIND, ks.PLURAL, ks.SINGULAR, ks.SHORT_NAMES, ks.KustomizationSpec,
                 ks.KustomizationStatus, ".status.lastAppliedRevision")
 
 
+def helm_repository_crd() -> dict[str, Any]:
+    """The HelmRepository CRD."""
+    return _crd(hrepo.KIND, hrepo.PLURAL, hrepo.SINGULAR, hrepo.SHORT_NAMES,
+                hrepo.HelmRepositorySpec, hrepo.HelmRepositoryStatus,
+                ".status.artifact.revision")
+
+
+def helm_chart_crd() -> dict[str, Any]:
+    """The HelmChart CRD."""
+    return _crd(hc.KIND, hc.PLURAL, hc.SINGULAR, hc.SHORT_NAMES, hc.HelmChartSpec,
+                hc.HelmChartStatus, ".status.artifact.revision")
+
+
 def crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every kind."""
     return {"ocirepositories.yaml": oci_repository_crd(),
-            "kustomizations.yaml": kustomization_crd()}
+            "gitrepositories.yaml": git_repository_crd(),
+            "kustomizations.yaml": kustomization_crd(),
+            "helmrepositories.yaml": helm_repository_crd(),
+            "helmcharts.yaml": helm_chart_crd()}
 
 
 def render(crd: dict[str, Any]) -> str:

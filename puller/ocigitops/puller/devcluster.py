@@ -59,6 +59,65 @@ FAKE_NODES = ("kwok-node-0", "kwok-node-1")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
+# kwok's upstream "fast" pod stages complete only Pods owned by a Job, so a bare Pod stays
+# Running forever. `helm test` runs its test hooks as bare Pods (restartPolicy Never) and
+# waits for them to finish: these two stages finish them, and no other Pod (a Deployment's
+# stay Running and Ready). A test hook Pod completes with exit code 0 (Succeeded) unless it
+# carries HELM_TEST_FAIL_ANNOTATION="true", which makes it fail (exit code 1), so a failing
+# `helm test` can be exercised. Written beside the cluster's kubeconfigs and passed to kwok
+# as a second --config.
+HELM_TEST_FAIL_ANNOTATION = "kwok.ocigitops.dev/test-fail"
+_HELM_TEST_STAGE = """\
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: helm-test-pod-{name}
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Running']
+    - key: '.metadata.annotations["helm.sh/hook"]'
+      operator: 'In'
+      values: ['test', 'test-success']
+    - key: '.metadata.annotations["{fail}"]'
+      operator: '{fail_op}'
+      {fail_values}
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      containerStatuses:
+      {{{{ range $index, $item := .spec.containers }}}}
+      - image: {{{{ $item.image | Quote }}}}
+        name: {{{{ $item.name | Quote }}}}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: {code}
+            finishedAt: {{{{ $now | Quote }}}}
+            reason: {reason}
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: {phase}
+"""
+KWOK_HELM_TEST_STAGES = "---\n".join([
+    _HELM_TEST_STAGE.format(name="succeed", fail=HELM_TEST_FAIL_ANNOTATION,
+                            fail_op="DoesNotExist", fail_values="",
+                            code=0, reason="Completed", phase="Succeeded"),
+    _HELM_TEST_STAGE.format(name="fail", fail=HELM_TEST_FAIL_ANNOTATION, fail_op="In",
+                            fail_values="values: ['true']",
+                            code=1, reason="Error", phase="Failed"),
+])
+"""kwok Stages that complete `helm test` hook Pods (see the comment above)."""
+
 # Controllers that only make sense with a cloud provider (none here).
 _CLOUD_CONTROLLERS = ("cloud-node-lifecycle-controller", "service-lb-controller",
                       "node-route-controller")
@@ -690,10 +749,13 @@ class _Starter:
             "--leader-elect=false",
             "--v=1",
         ])
+        helm_test_stages = sd / "kwok-helm-test-stages.yaml"
+        helm_test_stages.write_text(KWOK_HELM_TEST_STAGES)
         self.start("kwok", [
             str(t.kwok),
             f"--kubeconfig={sd / 'kwok.kubeconfig'}",
             f"--config={t.kwok_stages}",
+            f"--config={helm_test_stages}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             "--manage-nodes-with-label-selector=",

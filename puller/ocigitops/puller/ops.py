@@ -59,7 +59,7 @@ class Row:
 def _row(obj: dict[str, Any], kind: str) -> Row:
     md, st = obj.get("metadata") or {}, obj.get("status") or {}
     ready = cond.find(list(st.get("conditions") or []), cond.READY) or {}
-    revision = ((st.get("artifact") or {}).get("revision", "") if kind == "OCIRepository"
+    revision = ((st.get("artifact") or {}).get("revision", "") if kind in SOURCE_KINDS.values()
                 else st.get("lastAppliedRevision", ""))
     return Row(md.get("namespace", ""), md.get("name", ""), str(revision or ""),
                bool((obj.get("spec") or {}).get("suspend")), str(ready.get("status", "Unknown")),
@@ -159,20 +159,27 @@ class Target:
     name: str
 
 
+#: ``source <word>``: the source kinds, as Flux's CLI names them (``source helm`` is
+#: HelmRepository, ``source chart`` HelmChart; ``hr`` is HelmRelease's).
+SOURCE_KINDS = {"oci": "OCIRepository", "git": "GitRepository", "helm": "HelmRepository",
+                "chart": "HelmChart"}
+
 #: The words naming a kind on the command line, as Flux's CLI takes them.
 KIND_WORDS = ("source", "kustomization", "ks")
 
 
 def parse_target(kind: str, args: Sequence[str], *, all_: bool = False) -> Target:
-    """The object named by ``source oci NAME``, ``kustomization NAME`` or ``ks NAME``
+    """The object named by ``source oci|git NAME``, ``kustomization NAME`` or ``ks NAME``
     (``kind`` is the first word, ``args`` the rest). With ``all_`` the name is left out
     and ``name`` is empty. Raises UsageError showing the expected form."""
     name = "" if all_ else "NAME"
     if kind == "source":
-        if len(args) != (1 if all_ else 2) or args[0] != "oci":
-            raise UsageError(f"usage: source oci {name}".rstrip() + (" (only OCIRepository"
-                             " sources exist here)" if args and args[0] != "oci" else ""))
-        return Target("OCIRepository", "" if all_ else args[1])
+        words = "|".join(SOURCE_KINDS)
+        if len(args) != (1 if all_ else 2) or args[0] not in SOURCE_KINDS:
+            raise UsageError(f"usage: source {words} {name}".rstrip() + (
+                f" (source kinds here: {', '.join(SOURCE_KINDS)})"
+                if args and args[0] not in SOURCE_KINDS else ""))
+        return Target(SOURCE_KINDS[args[0]], "" if all_ else args[1])
     if kind not in ("kustomization", "ks"):
         raise UsageError(f"unknown kind {kind!r}: use {', '.join(KIND_WORDS)}")
     if len(args) != (0 if all_ else 1):

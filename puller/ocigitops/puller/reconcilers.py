@@ -13,11 +13,14 @@ from typing import Any
 from ocigitops.errors import OcigitopsError
 from ocigitops.puller import kustomization
 from ocigitops.puller.runtime.reconciler import Reconciler
-from ocigitops.puller.sources import oci
+from ocigitops.puller.sources import git, helmchart, helmrepository, oci
 
 #: Sources first: their artifacts are what the other kinds consume.
 ALL: tuple[Reconciler[Any], ...] = (
     oci.RECONCILER,
+    git.RECONCILER,
+    helmrepository.RECONCILER,
+    helmchart.RECONCILER,
     kustomization.RECONCILER,
 )
 

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 
 def default_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/ocigitops``, else ``/tmp/ocigitops-cache``."""
+    """``$OCIGITOPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/ocigitops``, else
+    ``/tmp/ocigitops-cache``. The controller image sets ``OCIGITOPS_CACHE_DIR`` to a
+    directory its user 65532 owns (the Deployment mounts a volume there)."""
+    own = os.environ.get("OCIGITOPS_CACHE_DIR")
+    if own:
+        return own
     xdg = os.environ.get("XDG_CACHE_HOME")
     return f"{xdg}/ocigitops" if xdg else "/tmp/ocigitops-cache"
 
