@@ -1,0 +1,352 @@
+"""HelmRelease on a real kube-apiserver (kwok makes Pods ready), reconciled by the
+controller process with the helm 4 binary engine; charts pushed to the embedded registry
+with ``ocigitops push chart`` and read through an OCIRepository (Helm chart layer,
+``operation: copy``); the Helm 3.19 and Helm 4 CLIs are the peers.
+
+1. The flow: install (values + valuesFrom with targetPath), Deployment Ready, ``helm list``
+   and ``helm get values`` with both CLIs; a values change upgrades to revision 2; deletion
+   uninstalls.
+2. A chart that fails to render: nothing installed, the reason in status; an unsupported
+   field: Stalled ``UnsupportedField``, nothing installed.
+3. An install the API server refuses, with ``retries: 1``: two attempts, each remediated by
+   uninstall, then Stalled ``RetriesExceeded``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocigitops.puller.api.meta import API_VERSION
+from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
+from tests.helpers.cli import ocigitops
+from tests.helpers.kube import ControllerProcess, Kube, condition
+from tests.helpers.registries import Registry
+from tests.helpers.tools import tool
+
+pytestmark = pytest.mark.e2e
+
+LAYER = {"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+         "operation": "copy"}
+
+TEMPLATES = {
+    "cm.yaml": """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ if .Values.broken }}Not_A_Valid_Name{{ else }}{{ .Release.Name }}-cm{{ end }}
+data:
+  message: {{ required "message is required" .Values.message | quote }}
+  note: {{ .Values.extra.note | default "none" | quote }}
+""",
+    "deploy.yaml": """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-app
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/app:1
+""",
+    "test.yaml": """apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ .Release.Name }}-test
+  annotations:
+    "helm.sh/hook": test
+    {{- if .Values.failTest }}
+    "FAIL_ANNOTATION": "true"
+    {{- end }}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: t
+    image: registry.example/test:1
+""".replace("FAIL_ANNOTATION", HELM_TEST_FAIL_ANNOTATION),
+}
+
+
+def _chart_dir(root: Path, version: str) -> Path:
+    d = root / "tiny"
+    (d / "templates").mkdir(parents=True, exist_ok=True)
+    (d / "Chart.yaml").write_text(f"apiVersion: v2\nname: tiny\nversion: {version}\n"
+                                  "appVersion: \"1.0.0\"\n")
+    (d / "values.yaml").write_text("message: hello\nbroken: false\nextra: {}\n")
+    for name, text in TEMPLATES.items():
+        (d / "templates" / name).write_text(text)
+    return d
+
+
+@pytest.fixture(scope="module")
+def chart_url(embedded_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``tiny`` 0.1.0 pushed once for the module."""
+    src = _chart_dir(tmp_path_factory.mktemp("chart"), "0.1.0")
+    ocigitops("push", "chart", str(src), f"oci://{embedded_registry.host}/hr/charts")
+    return f"oci://{embedded_registry.host}/hr/charts/tiny"
+
+
+@pytest.fixture
+def hrns(request: pytest.FixtureRequest, kube_api: Kube,
+         controller: ControllerProcess, chart_url: str) -> Iterator[Kube]:
+    """A namespace of the test's own with the OCIRepository ``tiny``; HelmReleases
+    suspended and released afterwards."""
+    kube_api.wait("CRD helmreleases.ocigitops.dev", lambda: condition(kube_api.get(
+        "apiextensions.k8s.io/v1", "CustomResourceDefinition", "helmreleases.ocigitops.dev",
+        None), "Established").get("status") == "True", 30)
+    name = "hr-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube = kube_api.in_ns(name)
+    kube.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
+                "metadata": {"name": "tiny", "namespace": name},
+                "spec": {"url": chart_url, "ref": {"tag": "0.1.0"}, "interval": "1m",
+                         "insecure": True, "layerSelector": LAYER}})
+    yield kube
+    for kind in ("HelmRelease", "HelmChart", "OCIRepository"):
+        for obj in kube.list(API_VERSION, kind):
+            kube.call(lambda d, k=kind, n=obj["metadata"]["name"]: d.merge_patch(
+                API_VERSION, k, n, name, {"metadata": {"finalizers": None},
+                                          "spec": {"suspend": True}}))
+    kube_api.call(lambda d: d.delete("v1", "Namespace", name, None))
+
+
+def _hr(kube: Kube, name: str, **spec: Any) -> None:
+    kube.apply({"apiVersion": API_VERSION, "kind": "HelmRelease",
+                "metadata": {"name": name, "namespace": kube.namespace},
+                "spec": {"interval": "1m", "timeout": "60s",
+                         "chartRef": {"kind": "OCIRepository", "name": "tiny"}, **spec}})
+
+
+def _get(kube: Kube, name: str) -> dict[str, Any]:
+    return kube.get(API_VERSION, "HelmRelease", name) or {}
+
+
+def _wait(kube: Kube, name: str, ctype: str, status: str, reason: str | None = None,
+          timeout: float = 60) -> dict[str, Any]:
+    def ok() -> bool:
+        c = condition(_get(kube, name), ctype)
+        return c.get("status") == status and (reason is None or c.get("reason") == reason)
+    kube.wait(f"HelmRelease/{name} {ctype}={status} {reason or ''}", ok, timeout)
+    return _get(kube, name)
+
+
+def _releases(kube: Kube, name: str) -> list[str]:
+    return sorted(s["metadata"]["name"] for s in kube.list("v1", "Secret")
+                  if s["metadata"]["name"].startswith(f"sh.helm.release.v1.{name}.v"))
+
+
+def helm_cli(cluster: Cluster, which: str, *args: str) -> str:
+    """The Helm 3.19 (``helm``) or Helm 4 (``helm4``) CLI against the dev cluster."""
+    binary = tool("helm", "helm") if which == "helm" else tool("helm4", "helm")
+    home = Path(cluster.state_dir) / f"home-hr-{which}"
+    env = {"PATH": os.defpath, "HOME": str(home), "HELM_DRIVER": "secret"}
+    p = subprocess.run([binary, *args, "--kubeconfig", str(cluster.kubeconfig)],
+                       capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert p.returncode == 0, f"{which} {' '.join(args)}: {p.stderr.strip()}"
+    return p.stdout
+
+
+def test_install_upgrade_uninstall(hrns: Kube, kube_cluster: Cluster) -> None:
+    ns = hrns.namespace
+    hrns.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "notes", "namespace": ns}, "data": {"note": "from-cm"}})
+    _hr(hrns, "web", values={"message": "hi"},
+        valuesFrom=[{"kind": "ConfigMap", "name": "notes", "valuesKey": "note",
+                     "targetPath": "extra.note"},
+                    {"kind": "Secret", "name": "absent", "optional": True}])
+    hr = _wait(hrns, "web", "Ready", "True", "InstallSucceeded")
+    st = hr["status"]
+    assert condition(hr, "Released")["reason"] == "InstallSucceeded"
+    assert st["history"][0]["version"] == 1 and st["history"][0]["status"] == "deployed"
+    assert st["history"][0]["chartName"] == "tiny"
+    assert st["history"][0]["chartVersion"] == "0.1.0"
+    assert st["history"][0]["appVersion"] == "1.0.0"
+    assert st["lastAttemptedConfigDigest"] == st["history"][0]["configDigest"]
+    assert st["lastAttemptedRevision"].startswith("0.1.0@sha256:")
+    assert "finalizers.ocigitops.dev" in hr["metadata"]["finalizers"]
+    dep = hrns.get("apps/v1", "Deployment", "web-app") or {}
+    assert (dep.get("status") or {}).get("readyReplicas") == 1  # waited: Ready via kwok
+    cm = hrns.get("v1", "ConfigMap", "web-cm") or {}
+    assert cm["data"] == {"message": "hi", "note": "from-cm"}
+    for which in ("helm", "helm4"):
+        listed = json.loads(helm_cli(kube_cluster, which, "list", "-n", ns, "-o", "json"))
+        assert [(r["name"], r["revision"], r["status"]) for r in listed] == [
+            ("web", "1", "deployed")]
+        values = json.loads(helm_cli(kube_cluster, which, "get", "values", "web", "-n", ns,
+                                     "-o", "json"))
+        assert values == {"message": "hi", "extra": {"note": "from-cm"}}
+
+    kc = str(kube_cluster.kubeconfig)
+    table = ocigitops("get", "hr", "-n", ns, "--kubeconfig", kc).stdout
+    assert "web" in table and "0.1.0" in table and "True" in table
+    out = ocigitops("reconcile", "hr", "web", "--with-source", "-n", ns, "--kubeconfig", kc,
+                    "-o", "json").stdout
+    done = json.loads(out)
+    assert done["kind"] == "HelmRelease" and done["source"]["name"] == "tiny"
+    ocigitops("suspend", "hr", "web", "-n", ns, "--kubeconfig", kc)
+    assert _get(hrns, "web")["spec"]["suspend"] is True
+    ocigitops("resume", "helmrelease", "web", "-n", ns, "--kubeconfig", kc)
+    assert _get(hrns, "web")["spec"]["suspend"] is False
+
+    # A values change: revision 2.
+    _hr(hrns, "web", values={"message": "bye"},
+        valuesFrom=[{"kind": "ConfigMap", "name": "notes", "valuesKey": "note",
+                     "targetPath": "extra.note"}])
+    hr = _wait(hrns, "web", "Ready", "True", "UpgradeSucceeded")
+    assert [h["version"] for h in hr["status"]["history"]] == [2, 1]
+    assert [h["status"] for h in hr["status"]["history"]] == ["deployed", "superseded"]
+    assert (hrns.get("v1", "ConfigMap", "web-cm") or {})["data"]["message"] == "bye"
+    history = json.loads(helm_cli(kube_cluster, "helm4", "history", "web", "-n", ns,
+                                  "-o", "json"))
+    assert [h["revision"] for h in history] == [1, 2]
+
+    # Deletion uninstalls.
+    hrns.delete(API_VERSION, "HelmRelease", "web")
+    hrns.wait("HelmRelease gone", lambda: hrns.get(API_VERSION, "HelmRelease", "web") is None,
+              60)
+    assert _releases(hrns, "web") == []
+    assert hrns.get("v1", "ConfigMap", "web-cm") is None
+
+
+def test_render_failure_and_unsupported_field(hrns: Kube) -> None:
+    _hr(hrns, "bad", values={"message": ""})
+    hr = _wait(hrns, "bad", "Ready", "False", "RetriesExceeded")
+    assert "message is required" in condition(hr, "Ready")["message"]
+    assert condition(hr, "Released")["reason"] == "InstallFailed"
+    assert hr["status"]["installFailures"] == 1
+    assert _releases(hrns, "bad") == []
+
+    _hr(hrns, "later", values={"message": "x"}, postRenderers=[{"kustomize": {}}])
+    hr = _wait(hrns, "later", "Stalled", "True", "UnsupportedField")
+    assert "spec.postRenderers" in condition(hr, "Stalled")["message"]
+    assert "history" not in hr["status"] or not hr["status"]["history"]
+    assert _releases(hrns, "later") == []
+
+
+def test_install_failure_retries_then_remediation(hrns: Kube) -> None:
+    _hr(hrns, "refused", interval="2s", values={"message": "x", "broken": True},
+        install={"remediation": {"retries": 1}})
+    hr = _wait(hrns, "refused", "Stalled", "True", "RetriesExceeded", timeout=90)
+    st = hr["status"]
+    assert st["installFailures"] == 2 and st["failures"] == 2
+    assert "Failed to install after 2 attempt(s)" in condition(hr, "Ready")["message"]
+    assert condition(hr, "Released")["reason"] == "InstallFailed"
+    remediated = condition(hr, "Remediated")
+    assert (remediated["status"], remediated["reason"]) == ("True", "UninstallSucceeded")
+    assert _releases(hrns, "refused") == []
+
+
+def test_upgrade_failure_rolled_back(hrns: Kube, kube_cluster: Cluster) -> None:
+    ns = hrns.namespace
+    _hr(hrns, "roll", interval="2s", values={"message": "good"},
+        upgrade={"remediation": {"retries": 1}})
+    _wait(hrns, "roll", "Ready", "True", "InstallSucceeded")
+    _hr(hrns, "roll", interval="2s", values={"message": "good", "broken": True},
+        upgrade={"remediation": {"retries": 1}})
+    hr = _wait(hrns, "roll", "Stalled", "True", "RetriesExceeded", timeout=90)
+    st = hr["status"]
+    assert st["upgradeFailures"] == 2
+    assert "Failed to upgrade after 2 attempt(s)" in condition(hr, "Ready")["message"]
+    remediated = condition(hr, "Remediated")
+    assert (remediated["status"], remediated["reason"]) == ("True", "RollbackSucceeded")
+    history = json.loads(helm_cli(kube_cluster, "helm", "history", "roll", "-n", ns,
+                                  "-o", "json"))
+    # install, failed upgrade, rollback, failed upgrade, rollback (the last one deployed)
+    assert [h["status"] for h in history][-1] == "deployed"
+    assert [h["description"].split(" ")[0] for h in history].count("Rollback") == 2
+    values = json.loads(helm_cli(kube_cluster, "helm4", "get", "values", "roll", "-n", ns,
+                                 "-o", "json"))
+    assert values == {"message": "good"}
+    assert st["history"][0]["status"] == "deployed"
+
+
+def test_chart_template_creates_and_deletes_its_helmchart(hrns: Kube) -> None:
+    ns = hrns.namespace
+    # The chart folder in the OCIRepository's artifact: a second OCIRepository extracting
+    # the chart layer (no copy), as a HelmChart from an OCIRepository reads it.
+    hrns.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
+                "metadata": {"name": "tiny-src", "namespace": ns},
+                "spec": {**(hrns.get(API_VERSION, "OCIRepository", "tiny") or {})["spec"],
+                         "layerSelector": {"mediaType": LAYER["mediaType"]}}})
+    hrns.apply({"apiVersion": API_VERSION, "kind": "HelmRelease",
+                "metadata": {"name": "tpl", "namespace": ns},
+                "spec": {"interval": "1m", "timeout": "60s", "values": {"message": "t"},
+                         "chart": {"spec": {"chart": "tiny", "sourceRef": {
+                             "kind": "OCIRepository", "name": "tiny-src"}}}}})
+    hr = _wait(hrns, "tpl", "Ready", "True", "InstallSucceeded", timeout=90)
+    assert hr["status"]["helmChart"] == f"{ns}/{ns}-tpl"
+    chart = hrns.get(API_VERSION, "HelmChart", f"{ns}-tpl") or {}
+    assert chart["metadata"]["labels"]["helmrelease.ocigitops.dev/name"] == "tpl"
+    assert (hrns.get("v1", "ConfigMap", "tpl-cm") or {})["data"]["message"] == "t"
+    hrns.delete(API_VERSION, "HelmRelease", "tpl")
+    hrns.wait("HelmRelease and HelmChart gone", lambda: hrns.get(
+        API_VERSION, "HelmRelease", "tpl") is None and hrns.get(
+        API_VERSION, "HelmChart", f"{ns}-tpl") is None, 60)
+    assert _releases(hrns, "tpl") == []
+
+
+def test_helm_test_hooks(hrns: Kube) -> None:
+    test = {"enable": True, "timeout": "60s"}
+    _hr(hrns, "tested", values={"message": "x"}, test=test)
+    hr = _wait(hrns, "tested", "Ready", "True", "InstallSucceeded", timeout=90)
+    ok = condition(hr, "TestSuccess")
+    assert (ok["status"], ok["reason"]) == ("True", "TestSucceeded")
+    hooks = hr["status"]["history"][0]["testHooks"]
+    assert hooks["tested-test"]["phase"] == "Succeeded"
+
+    # A failing test, ignored: the release stays Ready, TestSuccess says it failed.
+    _hr(hrns, "tested", values={"message": "x", "failTest": True},
+        test={**test, "ignoreFailures": True})
+    hr = _wait(hrns, "tested", "TestSuccess", "False", "TestFailed", timeout=90)
+    hr = _wait(hrns, "tested", "Ready", "True", "UpgradeSucceeded")
+    assert hr["status"]["history"][0]["testHooks"]["tested-test"]["phase"] == "Failed"
+
+    # Not ignored: the upgrade fails its tests and is rolled back (remediateLastFailure).
+    _hr(hrns, "tested", values={"message": "y", "failTest": True}, test=test,
+        upgrade={"remediation": {"remediateLastFailure": True}})
+    hr = _wait(hrns, "tested", "Stalled", "True", "RetriesExceeded", timeout=90)
+    assert hr["status"]["upgradeFailures"] == 1
+    assert condition(hr, "TestSuccess")["status"] == "False"
+    remediated = condition(hr, "Remediated")
+    assert (remediated["status"], remediated["reason"]) == ("True", "RollbackSucceeded")
+    assert (hrns.get("v1", "ConfigMap", "tested-cm") or {})["data"]["message"] == "x"
+
+
+def test_drift_detection(hrns: Kube) -> None:
+    ns = hrns.namespace
+    _hr(hrns, "drift", interval="2s", values={"message": "desired"},
+        driftDetection={"mode": "warn"})
+    _wait(hrns, "drift", "Ready", "True", "InstallSucceeded")
+
+    def edit(message: str) -> None:
+        hrns.call(lambda d: d.merge_patch("v1", "ConfigMap", "drift-cm", ns,
+                                          {"data": {"message": message}}))
+
+    def events(reason: str) -> list[str]:
+        return [e.get("message", "") for e in hrns.list("v1", "Event")
+                if e.get("reason") == reason
+                and (e.get("involvedObject") or {}).get("name") == "drift"]
+
+    # warn: reported, not corrected.
+    edit("by hand")
+    hrns.wait("DriftDetected event", lambda: any("ConfigMap/" in m for m in
+                                                 events("DriftDetected")), 30)
+    assert (hrns.get("v1", "ConfigMap", "drift-cm") or {})["data"]["message"] == "by hand"
+    # enabled: corrected at the next interval, no new release revision.
+    hrns.call(lambda d: d.merge_patch(API_VERSION, "HelmRelease", "drift", ns, {
+        "spec": {"driftDetection": {"mode": "enabled"}}}))
+    hrns.wait("ConfigMap corrected", lambda: (hrns.get("v1", "ConfigMap", "drift-cm") or {})
+              .get("data", {}).get("message") == "desired", 30)
+    hrns.wait("DriftCorrected event", lambda: bool(events("DriftCorrected")), 30)
+    assert [h["version"] for h in _get(hrns, "drift")["status"]["history"]] == [1]
