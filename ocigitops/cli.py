@@ -951,23 +951,27 @@ get_sources.command("git", help="GitRepository sources.")(_get_cmd("GitRepositor
 get_sources.command("helm", help="HelmRepository sources.")(_get_cmd("HelmRepository"))
 get_sources.command("chart", help="HelmChart sources.")(_get_cmd("HelmChart"))
 get_.command("kustomizations", help="Kustomizations.")(_get_cmd("Kustomization"))
+get_.command("helmreleases", help="HelmReleases (alias: hr).")(_get_cmd("HelmRelease"))
+get_.command("hr", help="HelmReleases (alias of helmreleases).")(_get_cmd("HelmRelease"))
 
 
-#: The kind words cluster commands take, as Flux's CLI (``ks`` is ``kustomization``).
-KINDS = click.Choice(["source", "kustomization", "ks"])
+#: The kind words cluster commands take, as Flux's CLI (``ks`` is ``kustomization``, ``hr``
+#: ``helmrelease``).
+KINDS = click.Choice(["source", "kustomization", "ks", "helmrelease", "hr"])
 
 
 @main.command()
 @click.argument("kind", type=KINDS)
 @click.argument("args", nargs=-1, required=True)
-@click.option("--with-source", is_flag=True, help="Reconcile the Kustomization's source first.")
+@click.option("--with-source", is_flag=True, help="Reconcile the Kustomization's source (the"
+              " HelmRelease's chartRef) first.")
 @output_option("json", "yaml")
 @kube_options
 def reconcile(kind: str, args: tuple[str, ...], with_source: bool, fmt: str | None,
               cluster: Cluster, namespace: str) -> None:
     """Ask the controller to reconcile now and wait until it did (--timeout):
     `reconcile source oci|git|helm|chart NAME`, `reconcile ks|kustomization NAME
-    [--with-source]`."""
+    [--with-source]`, `reconcile hr|helmrelease NAME [--with-source]`."""
     from ocigitops.puller.ops import parse_target
     from ocigitops.puller.ops import reconcile as do_reconcile
 
@@ -1001,10 +1005,12 @@ def _suspend_cmd(suspend: bool) -> Callable[..., None]:
     return cmd
 
 
-main.command("suspend", help="Suspend reconciliation: `suspend ks NAME`, `suspend source"
-             " oci|git|helm|chart NAME`, or all in the namespace with --all.")(_suspend_cmd(True))
-main.command("resume", help="Resume reconciliation: `resume ks NAME`, `resume source"
-             " oci|git|helm|chart NAME`, or all in the namespace with --all.")(
+main.command("suspend", help="Suspend reconciliation: `suspend ks NAME`, `suspend hr NAME`,"
+             " `suspend source oci|git|helm|chart NAME`, or all in the namespace with"
+             " --all.")(_suspend_cmd(True))
+main.command("resume", help="Resume reconciliation: `resume ks NAME`, `resume hr NAME`,"
+             " `resume source oci|git|helm|chart NAME`, or all in the namespace with"
+             " --all.")(
     _suspend_cmd(False))
 
 

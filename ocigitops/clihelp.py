@@ -71,6 +71,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "# push an archive made by helm package, as helm push does",
         "ocigitops push chart web-1.2.3.tgz oci://localhost:5000/charts -o json",
     ),
+    "get sources git": (
+        "ocigitops get sources git -n apps",
+        "ocigitops get sources git -A -o json",
+    ),
     "get sources helm": (
         "ocigitops get sources helm -n apps",
     ),
@@ -85,16 +89,26 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "ocigitops get kustomizations -n apps --context dev",
         "ocigitops get kustomizations -A -o json",
     ),
+    "get helmreleases": (
+        "ocigitops get helmreleases -n apps",
+        "ocigitops get helmreleases -A -o json",
+    ),
+    "get hr": (
+        "ocigitops get hr -n apps --context dev",
+    ),
     "reconcile": (
         "ocigitops reconcile source oci app -n apps",
         "ocigitops reconcile ks app -n apps --with-source --timeout 2m",
+        "ocigitops reconcile hr web -n apps --with-source",
     ),
     "suspend": (
         "ocigitops suspend ks app -n apps",
+        "ocigitops suspend hr web -n apps",
         "ocigitops suspend source oci --all -n apps",
     ),
     "resume": (
         "ocigitops resume ks app -n apps",
+        "ocigitops resume hr web -n apps",
         "ocigitops resume ks --all -n apps",
     ),
     "dev cluster up": (

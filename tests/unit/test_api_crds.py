@@ -116,6 +116,8 @@ def test_generation_is_deterministic_and_check_detects_drift(tmp_path: Path) -> 
      ".status.artifact.revision"),
     (crdgen.kustomization_crd(), "kustomizations", "Kustomization", "ks",
      ".status.lastAppliedRevision"),
+    (crdgen.helm_release_crd(), "helmreleases", "HelmRelease", "hr",
+     ".status.lastAttemptedRevision"),
 ])
 def test_crd_metadata(crd: dict[str, Any], plural: str, kind: str, short: str,
                       revision: str) -> None:

@@ -54,20 +54,20 @@ class Progress:
 
 def test_controllers_are_selected_by_name_alias_or_kind() -> None:
     assert reconcilers.names() == ["oci", "git", "helmrepository", "helmchart",
-                                   "kustomization"]
+                                   "kustomization", "helmrelease"]
     assert reconcilers.select([]) == reconcilers.ALL
     assert reconcilers.select(["all"]) == reconcilers.ALL
     assert [r.kind for r in reconcilers.select(["KS"])] == ["Kustomization"]
     # Order is the registry's, whatever the order asked.
     assert [r.kind for r in reconcilers.select(["kustomization", "OCIRepository"])] == [
         "OCIRepository", "Kustomization"]
-    # Flux's CLI words: `helm` is HelmRepository, `chart` HelmChart; `hr` (HelmRelease)
-    # is not taken.
-    assert [r.kind for r in reconcilers.select(["helm", "chart"])] == [
-        "HelmRepository", "HelmChart"]
-    with pytest.raises(Exception, match="unknown controller hr: choose from oci, git,"
-                                        " helmrepository, helmchart, kustomization or all"):
-        reconcilers.select(["hr"])
+    # Flux's CLI words: `helm` is HelmRepository, `chart` HelmChart, `hr` HelmRelease.
+    assert [r.kind for r in reconcilers.select(["helm", "chart", "hr"])] == [
+        "HelmRepository", "HelmChart", "HelmRelease"]
+    with pytest.raises(Exception, match="unknown controller nope: choose from oci, git,"
+                                        " helmrepository, helmchart, kustomization,"
+                                        " helmrelease or all"):
+        reconcilers.select(["nope"])
 
 
 def test_every_kind_declares_a_typed_status_and_sources_their_contract() -> None:

@@ -18,6 +18,7 @@ import yaml
 
 from ocigitops.puller.api import gitrepository as gitrepo
 from ocigitops.puller.api import helmchart as hc
+from ocigitops.puller.api import helmrelease as hr
 from ocigitops.puller.api import helmrepository as hrepo
 from ocigitops.puller.api import kustomization as ks
 from ocigitops.puller.api import ocirepository as oci
@@ -120,13 +121,24 @@ def helm_chart_crd() -> dict[str, Any]:
                 hc.HelmChartStatus, ".status.artifact.revision")
 
 
+def helm_release_crd() -> dict[str, Any]:
+    """The HelmRelease CRD (``values`` and the unsupported fields free-form)."""
+    crd = _crd(hr.KIND, hr.PLURAL, hr.SINGULAR, hr.SHORT_NAMES, hr.HelmReleaseSpec,
+               hr.HelmReleaseStatus, ".status.lastAttemptedRevision")
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for key, schema in hr.FREEFORM_SCHEMAS.items():
+        spec["properties"][key] = dict(schema)
+    return crd
+
+
 def crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every kind."""
     return {"ocirepositories.yaml": oci_repository_crd(),
             "gitrepositories.yaml": git_repository_crd(),
             "kustomizations.yaml": kustomization_crd(),
             "helmrepositories.yaml": helm_repository_crd(),
-            "helmcharts.yaml": helm_chart_crd()}
+            "helmcharts.yaml": helm_chart_crd(),
+            "helmreleases.yaml": helm_release_crd()}
 
 
 def render(crd: dict[str, Any]) -> str:

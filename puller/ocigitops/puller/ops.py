@@ -59,8 +59,13 @@ class Row:
 def _row(obj: dict[str, Any], kind: str) -> Row:
     md, st = obj.get("metadata") or {}, obj.get("status") or {}
     ready = cond.find(list(st.get("conditions") or []), cond.READY) or {}
-    revision = ((st.get("artifact") or {}).get("revision", "") if kind in SOURCE_KINDS.values()
-                else st.get("lastAppliedRevision", ""))
+    if kind == "HelmRelease":
+        # As flux get hr: the chart version of the newest release revision.
+        history = st.get("history") or [{}]
+        revision = history[0].get("chartVersion") or st.get("lastAttemptedRevision", "")
+    else:
+        revision = ((st.get("artifact") or {}).get("revision", "")
+                    if kind in SOURCE_KINDS.values() else st.get("lastAppliedRevision", ""))
     return Row(md.get("namespace", ""), md.get("name", ""), str(revision or ""),
                bool((obj.get("spec") or {}).get("suspend")), str(ready.get("status", "Unknown")),
                str(ready.get("message", "")))
@@ -165,11 +170,16 @@ SOURCE_KINDS = {"oci": "OCIRepository", "git": "GitRepository", "helm": "HelmRep
                 "chart": "HelmChart"}
 
 #: The words naming a kind on the command line, as Flux's CLI takes them.
-KIND_WORDS = ("source", "kustomization", "ks")
+KIND_WORDS = ("source", "kustomization", "ks", "helmrelease", "hr")
+
+#: The words of the kinds named by one word (not ``source``), and their kind.
+CONSUMER_KINDS = {"kustomization": "Kustomization", "ks": "Kustomization",
+                  "helmrelease": "HelmRelease", "hr": "HelmRelease"}
 
 
 def parse_target(kind: str, args: Sequence[str], *, all_: bool = False) -> Target:
-    """The object named by ``source oci|git NAME``, ``kustomization NAME`` or ``ks NAME``
+    """The object named by ``source oci|git NAME``, ``kustomization|ks NAME`` or
+    ``helmrelease|hr NAME``
     (``kind`` is the first word, ``args`` the rest). With ``all_`` the name is left out
     and ``name`` is empty. Raises UsageError showing the expected form."""
     name = "" if all_ else "NAME"
@@ -180,12 +190,12 @@ def parse_target(kind: str, args: Sequence[str], *, all_: bool = False) -> Targe
                 f" (source kinds here: {', '.join(SOURCE_KINDS)})"
                 if args and args[0] not in SOURCE_KINDS else ""))
         return Target(SOURCE_KINDS[args[0]], "" if all_ else args[1])
-    if kind not in ("kustomization", "ks"):
+    if kind not in CONSUMER_KINDS:
         raise UsageError(f"unknown kind {kind!r}: use {', '.join(KIND_WORDS)}")
     if len(args) != (0 if all_ else 1):
         raise UsageError(f"usage: {kind} {name}".rstrip() + (" (--all names no object)"
                                                           if all_ else ""))
-    return Target("Kustomization", "" if all_ else args[0])
+    return Target(CONSUMER_KINDS[kind], "" if all_ else args[0])
 
 
 async def get_objects(cluster: Cluster | str | None, kind: str,
@@ -230,8 +240,9 @@ async def reconcile(kubeconfig: Cluster | str | None, target: Target, namespace:
                     with_source: bool = False, wait: float = 120.0) -> ReconcileResult:
     """``reconcile``: ask the controller to reconcile ``target`` now and wait for it.
 
-    With ``with_source``, a Kustomization's source is reconciled first (in the source's
-    namespace, default the Kustomization's), so the object is built from the newest
+    With ``with_source``, a Kustomization's source (a HelmRelease's ``chartRef``) is
+    reconciled first (in the source's namespace, default the object's), so the object is
+    built from the newest
     artifact. ``wait`` bounds each wait for the controller, in seconds. Raises as
     :func:`request_reconcile` does.
     """
@@ -241,9 +252,10 @@ async def reconcile(kubeconfig: Cluster | str | None, target: Target, namespace:
     # not handle the request" (the useful message) rather than the bare deadline.
     async with connect(replace(kubeconfig, timeout=kubeconfig.timeout + 10)) as dyn:
         source = None
-        if with_source and target.kind == "Kustomization":
-            ks = await dyn.get(API_VERSION, "Kustomization", target.name, namespace)
-            ref = ((ks or {}).get("spec") or {}).get("sourceRef") or {}
+        if with_source and target.kind in ("Kustomization", "HelmRelease"):
+            obj = await dyn.get(API_VERSION, target.kind, target.name, namespace)
+            field = "sourceRef" if target.kind == "Kustomization" else "chartRef"
+            ref = ((obj or {}).get("spec") or {}).get(field) or {}
             if ref.get("name"):
                 source = await request_reconcile(dyn, ref.get("kind", "OCIRepository"),
                                                  ref["name"], ref.get("namespace") or namespace,

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ocigitops.errors import OcigitopsError
-from ocigitops.puller import kustomization
+from ocigitops.puller import helmrelease, kustomization
 from ocigitops.puller.runtime.reconciler import Reconciler
 from ocigitops.puller.sources import git, helmchart, helmrepository, oci
 
@@ -22,6 +22,7 @@ ALL: tuple[Reconciler[Any], ...] = (
     helmrepository.RECONCILER,
     helmchart.RECONCILER,
     kustomization.RECONCILER,
+    helmrelease.RECONCILER,
 )
 
 

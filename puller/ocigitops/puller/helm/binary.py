@@ -187,8 +187,18 @@ class BinaryEngine:
     name = "binary"
 
     def __init__(self, helm: Path | None = None) -> None:
-        self.helm = helm or find_helm4()
+        # Found on first use, not here: a controller without helm (an image built without
+        # it) still starts and runs every other kind; a HelmRelease then reports the
+        # EngineUnavailableError in its status.
+        self._helm = helm
         self._plugins: Path | None = None
+
+    @property
+    def helm(self) -> Path:
+        """The helm 4 binary this engine runs (raises EngineUnavailableError if none)."""
+        if self._helm is None:
+            self._helm = find_helm4()
+        return self._helm
 
     # --- plumbing -------------------------------------------------------------------
 
