@@ -37,6 +37,7 @@ from ocigitops.puller.helm.engine import (
     UpgradeRequest,
 )
 from ocigitops.puller.helm.sdk import SdkEngine
+from tests.helpers.charts import DEPLOYMENT_TEMPLATE
 from tests.helpers.kube import Kube, wait_for
 from tests.helpers.tools import tool
 
@@ -50,22 +51,7 @@ metadata:
 data:
   message: {{ required "message is required" .Values.message | quote }}
 """,
-    "deploy.yaml": """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}-app
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: {{ .Release.Name }}}
-  template:
-    metadata:
-      labels: {app: {{ .Release.Name }}}
-    spec:
-      containers:
-      - name: app
-        image: registry.example/app:1
-""",
+    "deploy.yaml": DEPLOYMENT_TEMPLATE,
     "test.yaml": """apiVersion: v1
 kind: Pod
 metadata:

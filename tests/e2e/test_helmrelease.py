@@ -25,6 +25,7 @@ import pytest
 
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
+from tests.helpers.charts import DEPLOYMENT_TEMPLATE
 from tests.helpers.cli import ocigitops
 from tests.helpers.kube import ControllerProcess, Kube, condition
 from tests.helpers.registries import Registry
@@ -44,22 +45,7 @@ data:
   message: {{ required "message is required" .Values.message | quote }}
   note: {{ .Values.extra.note | default "none" | quote }}
 """,
-    "deploy.yaml": """apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {{ .Release.Name }}-app
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: {{ .Release.Name }}}
-  template:
-    metadata:
-      labels: {app: {{ .Release.Name }}}
-    spec:
-      containers:
-      - name: app
-        image: registry.example/app:1
-""",
+    "deploy.yaml": DEPLOYMENT_TEMPLATE,
     "test.yaml": """apiVersion: v1
 kind: Pod
 metadata:

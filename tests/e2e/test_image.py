@@ -1,7 +1,9 @@
 """The controller image (deploy/image/build), end to end: built without Docker (mmdebstrap +
 buildah), pushed to a local registry, then run with podman (host network) as user 65532:
-``ocigitops --version``, and ``controller run`` against the dev cluster reconciling an
-OCIRepository and a Kustomization (built by the kubectl kustomize inside the image).
+``ocigitops --version`` and the image's ``helm version``, and ``controller run`` against the
+dev cluster reconciling an OCIRepository and a Kustomization (built by the kubectl kustomize
+inside the image), then a HelmRelease of a chart pushed with ``ocigitops push chart``
+(installed by the helm 4 binary inside the image, Deployment Ready through kwok).
 
 The build is the expensive part (about 1-2 minutes cold on 2 cores) and runs once per
 session; its OCI archive is kept in ``~/.cache/ocigitops/image/`` under a key made of the
@@ -20,7 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,13 @@ import pytest
 
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.puller.devcluster import Cluster
+from tests.helpers.charts import DEPLOYMENT_TEMPLATE
+from tests.helpers.cli import ocigitops
 from tests.helpers.kube import (
     Kube,
     apply_kustomization,
     apply_source,
+    condition,
     configmap_data,
     wait_applied,
     wait_for,
@@ -48,8 +53,22 @@ IMAGE_DIR = REPO_ROOT / "deploy" / "image"
 CONTAINERS_CONF = IMAGE_DIR / "containers.conf"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ocigitops" / "image"
 BUILD_TIMEOUT = 900.0
+HELM4_BUILD_TIMEOUT = 2400.0
 NS = "e2e-image"
 TOOLS = ("mmdebstrap", "buildah", "podman", "runc", "skopeo")
+HELM4 = "/opt/ocigitops/bin/helm"
+CHART_LAYER = {"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+               "operation": "copy"}
+CHART_TEMPLATES = {
+    "cm.yaml": """apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-cm
+data:
+  message: {{ .Values.message | quote }}
+""",
+    "deploy.yaml": DEPLOYMENT_TEMPLATE,
+}
 
 if os.environ.get("OCIGITOPS_SKIP_IMAGE") == "1":
     pytest.skip("OCIGITOPS_SKIP_IMAGE=1: the controller image tests are skipped",
@@ -87,6 +106,9 @@ def _ensure_tools() -> None:
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: run `scripts/install-tools image`",
                     pytrace=False)
+    # The image's helm 4, built from its Go module once (about 13 minutes cold on 2 cores,
+    # nothing when cached): outside the build's own timeout.
+    _sh(str(REPO_ROOT / "scripts" / "install-tools"), "helm4", timeout=HELM4_BUILD_TIMEOUT)
 
 
 def _source_date_epoch() -> str:
@@ -104,7 +126,18 @@ def _cache_key(tmp: Path, epoch: str) -> str:
              *sorted(wheels.glob("*.whl"))]
     for f in files:
         h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    # The helm 4 the image carries: its pinned version (the binary is built from the module
+    # at that version, static and -trimpath, so the version names the bytes).
+    h.update(b"helm4\0" + _helm4_pin().encode())
     return h.hexdigest()[:32]
+
+
+def _helm4_pin() -> str:
+    """The ``helm4|<version>|...`` line of scripts/install-tools."""
+    for line in (REPO_ROOT / "scripts" / "install-tools").read_text().splitlines():
+        if line.strip().startswith('"helm4|'):
+            return line.strip()
+    raise AssertionError("scripts/install-tools pins no helm4")
 
 
 def _archive_facts(archive: Path) -> tuple[str, int]:
@@ -197,6 +230,13 @@ def test_version_runs_as_nonroot(pushed: str, podman: Podman, built_image: Built
     config = json.loads(podman("image", "inspect", pushed).stdout)[0]["Config"]
     assert config["User"] == "65532:65532"
     assert "OCIGITOPS_TOOLS=/opt/ocigitops/tools" in config["Env"]
+    assert f"OCIGITOPS_HELM4={HELM4}" in config["Env"]
+    # The Helm engine: the helm 4 built from its module by scripts/install-tools, pinned there.
+    pinned = _helm4_pin().split("|")[1]  # v4.3.1
+    helm = podman("run", "--rm", "--network", "host", "--entrypoint", HELM4, pushed,
+                  "version", "--template", "{{.Version}} {{.GoVersion}}").stdout.split()
+    assert pinned.startswith(helm[0]), (helm, pinned)  # helm prints v4.3 for v4.3.1
+    assert config["Labels"]["dev.ocigitops.image.helm"] == pinned
     # Distroless: no shell to run.
     no_shell = podman("run", "--rm", "--entrypoint", "/bin/sh", pushed, "-c", "true",
                       check=False)
@@ -271,16 +311,62 @@ def test_controller_in_the_image_reconciles(pushed: str, podman: Podman, kube_ap
                          "import os; print(os.getuid(), len(os.listdir('/var/cache/ocigitops')))"
                          ).stdout.split()
         assert listing[0] == "65532" and int(listing[1]) > 0
+        _helmrelease_in_the_image(kube, embedded_registry, tmp_path, logs)
     finally:
         podman("stop", "--time", "10", name, check=False)
         podman("rm", "--force", name, check=False)
         _release(kube, kube_api)
 
 
+def _helmrelease_in_the_image(kube: Kube, registry: Registry, tmp_path: Path,
+                              logs: Callable[[], str]) -> None:
+    """A chart pushed with ``ocigitops push chart``, read through an OCIRepository, installed
+    by the controller in the image with its helm 4 (the binary engine)."""
+    chart = tmp_path / "chart" / "tiny"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text('apiVersion: v2\nname: tiny\nversion: 0.1.0\n'
+                                      'appVersion: "1.0.0"\n')
+    (chart / "values.yaml").write_text("message: hello\n")
+    for name, text in CHART_TEMPLATES.items():
+        (chart / "templates" / name).write_text(text)
+    ocigitops("push", "chart", str(chart), f"oci://{registry.host}/e2e/image-charts")
+    kube.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
+                "metadata": {"name": "tiny", "namespace": NS},
+                "spec": {"url": f"oci://{registry.host}/e2e/image-charts/tiny",
+                         "ref": {"tag": "0.1.0"}, "interval": "1m", "insecure": True,
+                         "layerSelector": CHART_LAYER}})
+    kube.apply({"apiVersion": API_VERSION, "kind": "HelmRelease",
+                "metadata": {"name": "web", "namespace": NS},
+                "spec": {"interval": "1m", "timeout": "60s", "values": {"message": "from-helm"},
+                         "chartRef": {"kind": "OCIRepository", "name": "tiny"}}})
+
+    def hr() -> dict[str, Any]:
+        return kube.get(API_VERSION, "HelmRelease", "web") or {}
+
+    def installed() -> bool:
+        return condition(hr(), "Ready").get("reason") == "InstallSucceeded"
+
+    wait_for("HelmRelease/web InstallSucceeded", installed, 120, interval=1.0,
+             explain=lambda: f"{json.dumps(hr().get('status'), indent=1)[-2000:]}\n{logs()}")
+    assert condition(hr(), "Ready")["status"] == "True"
+    history = hr()["status"]["history"]
+    assert (history[0]["version"], history[0]["status"], history[0]["chartVersion"]) == (
+        1, "deployed", "0.1.0")
+    assert configmap_data(kube, "web-cm") == {"message": "from-helm"}
+    dep = kube.get("apps/v1", "Deployment", "web-app") or {}
+    assert (dep.get("status") or {}).get("readyReplicas") == 1  # helm waited for it
+    # Stored as Helm stores it, applied by the helm binary (field manager "helm").
+    release = kube.get("v1", "Secret", "sh.helm.release.v1.web.v1") or {}
+    assert release.get("type") == "helm.sh/release.v1"
+    cm = kube.get("v1", "ConfigMap", "web-cm") or {}
+    managers = {m.get("manager") for m in cm["metadata"].get("managedFields") or []}
+    assert "helm" in managers, managers
+
+
 def _release(kube: Kube, kube_api: Kube) -> None:
     """Drop the finalizers (the controller that would handle them is gone), then the
     namespace."""
-    for kind in ("Kustomization", "OCIRepository"):
+    for kind in ("HelmRelease", "HelmChart", "Kustomization", "OCIRepository"):
         for obj in kube.list(API_VERSION, kind):
             name = obj["metadata"]["name"]
 
