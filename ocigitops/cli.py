@@ -983,6 +983,30 @@ def reconcile(kind: str, args: tuple[str, ...], with_source: bool, fmt: str | No
         click.echo(result.summary())
 
 
+
+@main.group("wait")
+def wait_() -> None:
+    """Wait for the cluster to act on what CI pushed."""
+
+
+@wait_.command("rollout")
+@click.argument("url", metavar="oci://REPO[:TAG]@DIGEST")
+@output_option("json", "yaml")
+@_kube_options("")
+def wait_rollout(url: str, fmt: str | None, cluster: Cluster, namespace: str) -> None:
+    """Wait until every OCIRepository resolving to DIGEST (pinning it, following TAG, or
+    storing it) has stored it and every Kustomization or HelmRelease consuming them has
+    applied it and is Ready, in all namespaces unless -n; progress on stderr. Exit 1 with
+    the failing object's condition when one fails, 6 when --timeout runs out."""
+    from ocigitops.puller.ops import wait_rollout as do_wait
+
+    result = _run(do_wait(cluster, url, namespace=namespace or None, progress=_info))
+    if fmt:
+        _emit(result.to_json(), fmt)
+    else:
+        click.echo(result.summary())
+
+
 def _suspend_cmd(suspend: bool) -> Callable[..., None]:
     @click.argument("kind", type=KINDS)
     @click.argument("args", nargs=-1)

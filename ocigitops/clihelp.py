@@ -101,6 +101,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "ocigitops reconcile ks app -n apps --with-source --timeout 2m",
         "ocigitops reconcile hr web -n apps --with-source",
     ),
+    "wait rollout": (
+        "# after push artifact: wait until the cluster applied that digest and it is healthy",
+        "ocigitops wait rollout oci://ghcr.io/acme/app:v1@sha256:<digest> --timeout 10m",
+        "ocigitops wait rollout oci://ghcr.io/acme/app@sha256:<digest> -n apps -o json",
+    ),
     "suspend": (
         "ocigitops suspend ks app -n apps",
         "ocigitops suspend hr web -n apps",

@@ -1,4 +1,5 @@
-"""Day-to-day operations on our objects: list, request a reconcile, suspend, resume.
+"""Day-to-day operations on our objects: list, request a reconcile, suspend, resume, and
+wait for the rollout of a pushed digest.
 
 The CLI's ``get``, ``reconcile``, ``suspend`` and ``resume`` commands are thin shells over
 these functions, which tests call directly. The functions taking a ``kubeconfig`` are whole
@@ -9,8 +10,9 @@ commands (they open and close the API client); the ones taking a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -376,3 +378,188 @@ async def versions(cluster: Cluster | None, namespace: str = CONTROLLER_NAMESPAC
                                 f"{CONTROLLER_DEPLOYMENT} not found")
     return VersionInfo(__version__, controller=_deployment_version(dep) or "unknown",
                        server=server)
+
+
+# -- wait rollout: tell CI what the cluster did with a digest it pushed ---------------------
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class RolloutTarget:
+    """``oci://REPO[:TAG]@DIGEST``: what CI pushed. With TAG, an OCIRepository that follows
+    that tag is expected to resolve to DIGEST (CI just pushed it there)."""
+
+    repository: str
+    digest: str
+    tag: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> RolloutTarget:
+        """Raises UsageError unless ``url`` is ``oci://REPO[:TAG]@sha256:<hex>``."""
+        if not url.startswith("oci://") or "@" not in url:
+            raise UsageError(f"{url!r}: wait rollout takes oci://REPOSITORY[:TAG]@DIGEST (the"
+                             " digest push artifact printed)")
+        ref, digest = url.removeprefix("oci://").rsplit("@", 1)
+        if not _DIGEST.match(digest):
+            raise UsageError(f"{url!r}: {digest!r} is not a sha256:<64 hex> digest")
+        head, _, last = ref.rpartition("/")
+        if not head:
+            raise UsageError(f"{url!r} names no repository (oci://HOST/REPOSITORY@DIGEST)")
+        name, _, tag = last.partition(":")
+        return cls(f"{head}/{name}".lower(), digest, tag)
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where one object stands with the digest: ``waiting``, ``done`` or ``failed``."""
+
+    kind: str
+    namespace: str
+    name: str
+    state: str
+    message: str
+
+    def line(self) -> str:
+        """``OCIRepository NS/NAME: done: MESSAGE``."""
+        return f"{self.kind} {self.namespace}/{self.name}: {self.state}: {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        """The state for ``-o json|yaml``."""
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name,
+                "state": self.state, "message": self.message}
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """Every OCIRepository that resolved to the digest and every consumer that applied it."""
+
+    target: RolloutTarget
+    objects: tuple[RolloutState, ...]
+
+    def summary(self) -> str:
+        """One line per object, then ``rolled out``."""
+        return "\n".join([*(o.line() for o in self.objects),
+                          f"{self.target.repository}@{self.target.digest} rolled out"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The result for ``-o json|yaml``."""
+        return {"repository": self.target.repository, "digest": self.target.digest,
+                "objects": [o.to_json() for o in self.objects]}
+
+
+_STILL_WORKING = (cond.PROGRESSING, cond.PROGRESSING_WITH_RETRY, cond.DEPENDENCY_NOT_READY)
+
+
+def _conditions(obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The Ready condition and whether the status is of the current generation."""
+    st = obj.get("status") or {}
+    ready = cond.find(list(st.get("conditions") or []), cond.READY) or {}
+    current = st.get("observedGeneration") == (obj.get("metadata") or {}).get("generation")
+    return ready, current
+
+
+def _source_state(obj: dict[str, Any], target: RolloutTarget) -> RolloutState | None:
+    """The OCIRepository's state with the digest, or None when it does not resolve to it
+    (another repository, or another tag or digest)."""
+    md, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    url = str(spec.get("url") or "").removeprefix("oci://").rstrip("/").lower()
+    if url != target.repository:
+        return None
+    ref = spec.get("ref") or {}
+    revision = str(((obj.get("status") or {}).get("artifact") or {}).get("revision") or "")
+    stored = revision.endswith(target.digest)
+    follows = ref.get("digest") == target.digest or (
+        bool(target.tag) and not ref.get("digest") and not ref.get("semver")
+        and (ref.get("tag") or "latest") == target.tag)
+    if not stored and not follows:
+        return None
+    ready, _ = _conditions(obj)
+    key = ("OCIRepository", md.get("namespace", ""), md.get("name", ""))
+    if stored and ready.get("status") == cond.TRUE:
+        return RolloutState(*key, "done", f"stored {revision}")
+    # A source failure is not final: it may predate the push (the tag did not exist yet)
+    # and the source retries; the timeout reports it if it lasts.
+    return RolloutState(*key, "waiting", f"has {revision or 'no artifact'}" + (
+        f" ({ready.get('reason')}: {ready.get('message')})"
+        if ready.get("status") == cond.FALSE else ""))
+
+
+def _consumer_state(obj: dict[str, Any], kind: str, digest: str) -> RolloutState:
+    md, st = obj.get("metadata") or {}, obj.get("status") or {}
+    key = (kind, md.get("namespace", ""), md.get("name", ""))
+    if (obj.get("spec") or {}).get("suspend"):
+        return RolloutState(*key, "failed", "suspended: it will not apply the digest")
+    attempted = str(st.get("lastAttemptedRevision") or "")
+    applied = (str(st.get("lastAppliedRevision") or "") if kind == "Kustomization"
+               else attempted)
+    ready, current = _conditions(obj)
+    if digest in applied and ready.get("status") == cond.TRUE and current:
+        return RolloutState(*key, "done", f"applied {applied} and healthy")
+    if digest in attempted and ready.get("status") == cond.FALSE and current \
+            and ready.get("reason") not in _STILL_WORKING:
+        return RolloutState(*key, "failed", f"{ready.get('reason')}: {ready.get('message')}")
+    return RolloutState(*key, "waiting", f"applied {applied or 'nothing'} so far"
+                        + (f" ({ready.get('reason')}: {ready.get('message')})"
+                           if ready.get("status") == cond.FALSE else ""))
+
+
+async def rollout_states(dyn: DynamicClient, target: RolloutTarget,
+                         namespace: str | None) -> list[RolloutState]:
+    """One look: the OCIRepositories resolving to the digest and their consumers
+    (Kustomizations by ``sourceRef``, HelmReleases by ``chartRef``)."""
+    states: list[RolloutState] = []
+    sources = set()
+    for obj in await dyn.list(API_VERSION, "OCIRepository", namespace):
+        state = _source_state(obj, target)
+        if state is not None:
+            states.append(state)
+            sources.add((state.namespace, state.name))
+    for kind, field in (("Kustomization", "sourceRef"), ("HelmRelease", "chartRef")):
+        for obj in await dyn.list(API_VERSION, kind, namespace):
+            ref = (obj.get("spec") or {}).get(field) or {}
+            ns = ref.get("namespace") or (obj.get("metadata") or {}).get("namespace", "")
+            if ref.get("kind", "OCIRepository") == "OCIRepository" \
+                    and (ns, ref.get("name")) in sources:
+                states.append(_consumer_state(obj, kind, target.digest))
+    return sorted(states, key=lambda s: (s.kind != "OCIRepository", s.namespace, s.name))
+
+
+async def wait_rollout(cluster: Cluster | str | None, url: str, *,
+                       namespace: str | None = None, interval: float = 2.0,
+                       progress: Callable[[str], None] | None = None) -> RolloutResult:
+    """``wait rollout``: wait until every OCIRepository resolving to the digest of ``url``
+    (``oci://REPO[:TAG]@DIGEST``; one pinning DIGEST, following TAG, or already storing
+    DIGEST) has stored it and every Kustomization or HelmRelease consuming those sources has
+    applied it and is Ready, in ``namespace`` (None: all). ``progress`` gets a line each time
+    an object's state changes. Raises OcigitopsError naming the object and its Ready
+    condition when one fails, and DeadlineExceededError naming what is still waited for
+    when ``cluster.timeout`` runs out."""
+    if not isinstance(cluster, Cluster):
+        cluster = Cluster(kubeconfig=cluster)
+    target = RolloutTarget.parse(url)
+    seen: dict[tuple[str, str, str], str] = {}
+    deadline = time.monotonic() + cluster.timeout
+    states: list[RolloutState] = []
+    async with connect(replace(cluster, timeout=cluster.timeout + 10)) as dyn:
+        while True:
+            states = await rollout_states(dyn, target, namespace)
+            for s in states:
+                if progress and seen.get((s.kind, s.namespace, s.name)) != s.line():
+                    progress(s.line())
+                seen[(s.kind, s.namespace, s.name)] = s.line()
+            failed = [s for s in states if s.state == "failed"]
+            if failed:
+                raise OcigitopsError(f"rollout of {target.digest} failed: {failed[0].line()}")
+            sources_done = [s for s in states if s.kind == "OCIRepository"
+                            and s.state == "done"]
+            if sources_done and all(s.state == "done" for s in states):
+                return RolloutResult(target, tuple(states))
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0.05)))
+    waiting = [s.line() for s in states if s.state != "done"] or [
+        f"no OCIRepository of {target.repository} resolved to {target.digest}"
+        + ("" if target.tag else " (give oci://REPO:TAG@DIGEST to follow a tag)")]
+    raise DeadlineExceededError(f"the rollout did not finish within {cluster.timeout:g}s"
+                                f" (--timeout): {'; '.join(waiting)}")
