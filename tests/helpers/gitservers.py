@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.registries import free_port, make_tls
+from tests.helpers.registries import free_port, make_tls, stop_process
 
 GIT = shutil.which("git") or "/usr/bin/git"
 SSHD = "/usr/sbin/sshd"  # sshd refuses to start unless run by its absolute path
@@ -411,3 +411,50 @@ def ssh_server(tmp: Path) -> Iterator[SSHServer]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+# -- HTTP proxy: tinyproxy -----------------------------------------------------------------
+
+@dataclass
+class ProxyServer:
+    """A running tinyproxy (Debian's) with basic auth: forward proxy for http://, CONNECT
+    for https:// and ssh://. ``log()`` is what it printed (one line per request)."""
+
+    address: str
+    username: str
+    password: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def proxy_server(tmp: Path, *, username: str = "proxyuser",
+                 password: str = "proxy-pw") -> Iterator[ProxyServer]:
+    """Start tinyproxy on a free loopback port, in the foreground, logging to a file."""
+    binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+    if not os.path.exists(binary):
+        raise RuntimeError("tinyproxy is not installed: run scripts/install-tools debian")
+    port = free_port()
+    conf = tmp / "tinyproxy.conf"
+    conf.write_text(f"Port {port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n"
+                    "MaxClients 20\nAllow 127.0.0.1\nDisableViaHeader Yes\n"
+                    f"BasicAuth {username} {password}\n")
+    log_path = tmp / "tinyproxy.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tinyproxy did not start: {log_path.read_text()}") from None
+                time.sleep(0.05)
+        yield ProxyServer(f"http://127.0.0.1:{port}", username, password, log_path)
+    finally:
+        stop_process(proc, grace=5)

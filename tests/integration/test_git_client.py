@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ocigitops.extract import Limits, extract_stream
-from ocigitops.puller.git.auth import GitAuth, auth_from_secret
+from ocigitops.puller.git.auth import GitAuth, Proxy, auth_from_secret
 from ocigitops.puller.git.client import (
     FetchResult,
     InvalidVerificationModeError,
@@ -46,6 +46,7 @@ from tests.helpers.gitservers import (
     git,
     gpg_key,
     http_server,
+    proxy_server,
     ssh_key,
     ssh_server,
     stop_gpg_agent,
@@ -278,6 +279,50 @@ def test_ssh_wrong_client_key_and_missing_known_hosts(world: World, sshd: SSHSer
     u = parse_git_url(sshd.url(world.repo.bare))
     with pytest.raises(GitAuthError, match=r"known_hosts"):
         auth_from_secret({"identity": sshd.client_key.path.read_bytes()}, u)
+
+
+# -- proxySecretRef: a real HTTP proxy (tinyproxy) -------------------------------------------
+
+def _via(remote: Remote, proxy: Proxy) -> Remote:
+    return Remote(url=remote.url, auth=remote.auth, proxy=proxy, timeout=remote.timeout)
+
+
+def test_http_https_and_ssh_through_a_proxy_with_basic_auth(
+        world: World, basic: GitHTTPServer, tls: GitHTTPServer, sshd: SSHServer,
+        tmp_path: Path) -> None:
+    with proxy_server(tmp_path) as px:
+        proxy = Proxy(px.address, px.username, px.password)
+        # http://: the proxy forwards absolute-URI requests (its log names each one).
+        result, files = _fetch(_via(_basic_remote(basic), proxy), RefSpec(branch="main"))
+        assert result.resolved.revision == f"main@sha1:{world.commits['main']}"
+        assert files["app/a.yaml"] == b"a: 1\n"
+        assert f"GET {basic.url()}/info/refs" in px.log()
+        # https://: a CONNECT tunnel, TLS with the private CA end to end.
+        assert tls.ca_file is not None
+        data = {"username": b"alice", "password": b"s3cret", "ca.crt": tls.ca_file.read_bytes()}
+        _, resolved = lookup(_via(_remote(tls.url(), data), proxy), RefSpec(branch="main"))
+        assert resolved.revision == f"main@sha1:{world.commits['main']}"
+        tls_port = tls.url().split("//", 1)[1].split("/", 1)[0]
+        assert f"CONNECT {tls_port}" in px.log()
+        # ssh://: our paramiko vendor opens a CONNECT tunnel to sshd.
+        _, resolved = lookup(_via(_remote(sshd.url(world.repo.bare), _ssh_data(sshd)), proxy),
+                             RefSpec(branch="main"))
+        assert resolved.revision == f"main@sha1:{world.commits['main']}"
+        assert f"CONNECT 127.0.0.1:{sshd.port}" in px.log()
+
+
+def test_proxy_refusing_the_credentials_is_a_clear_error(world: World, basic: GitHTTPServer,
+                                                        sshd: SSHServer,
+                                                        tmp_path: Path) -> None:
+    with proxy_server(tmp_path) as px:
+        wrong = Proxy(px.address, px.username, "not-the-proxy-pw")
+        # tinyproxy answers wrong proxy credentials with 401, not 407: the error names both.
+        with pytest.raises(GitAuthError, match=r"or the proxy refused the credentials") as e:
+            lookup(_via(_basic_remote(basic), wrong), RefSpec())
+        assert "not-the-proxy-pw" not in str(e.value)
+        with pytest.raises(GitUnreachableError, match=r"proxy .*refused CONNECT") as e2:
+            lookup(_via(_remote(sshd.url(world.repo.bare), _ssh_data(sshd)), wrong), RefSpec())
+        assert "not-the-proxy-pw" not in str(e2.value)
 
 
 # -- refs ------------------------------------------------------------------------------------

@@ -195,6 +195,11 @@ def _translate(e: BaseException, remote: Remote, what: str) -> OcigitopsError | 
     """A typed, secret-free error for what dulwich, urllib3 or the socket raised."""
     where = str(remote.url)
     if isinstance(e, HTTPUnauthorized):
+        if remote.proxy is not None and remote.url.scheme == "http":
+            # A forward proxy answers for the server: tinyproxy, for one, sends 401 (not
+            # 407) for wrong proxy credentials, so a 401 here may be either's.
+            return GitAuthError(f"{what}: {where} or the proxy refused the credentials"
+                                " (HTTP 401): check secretRef and proxySecretRef")
         return GitAuthError(f"{what}: {where} refused the credentials (HTTP 401)")
     if isinstance(e, HTTPProxyUnauthorized):
         return GitAuthError(f"{what}: the proxy refused the credentials (HTTP 407)")
