@@ -10,6 +10,13 @@ with ``ocigitops push chart`` and read through an OCIRepository (Helm chart laye
    field: Stalled ``UnsupportedField``, nothing installed.
 3. An install the API server refuses, with ``retries: 1``: two attempts, each remediated by
    uninstall, then Stalled ``RetriesExceeded``.
+4. ``postRenderers`` (kustomize patches and images): the cluster and ``helm get manifest``
+   show the post-rendered objects; a post-renderers change upgrades; a failing one
+   installs nothing.
+5. Adoption: a release installed with the helm 4 CLI is upgraded in place (as Flux does
+   with a release it did not install), never reinstalled.
+6. An unsigned chart behind an OCIRepository with ``verify``: ``SourceVerified=False``,
+   the HelmRelease ``SourceNotReady``, nothing installed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ import pytest
 
 from ocigitops.puller.api.meta import API_VERSION
 from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
+from ocigitops.verifier.keys import generate_key_pair
 from tests.helpers.charts import DEPLOYMENT_TEMPLATE
 from tests.helpers.cli import ocigitops
 from tests.helpers.kube import ControllerProcess, Kube, condition
@@ -213,9 +222,11 @@ def test_render_failure_and_unsupported_field(hrns: Kube) -> None:
     assert hr["status"]["installFailures"] == 1
     assert _releases(hrns, "bad") == []
 
-    _hr(hrns, "later", values={"message": "x"}, postRenderers=[{"kustomize": {}}])
+    _hr(hrns, "later", values={"message": "x"}, postRenderers=[{"kustomize": {
+        "patchesStrategicMerge": [{"kind": "Deployment"}]}}])
     hr = _wait(hrns, "later", "Stalled", "True", "UnsupportedField")
-    assert "spec.postRenderers" in condition(hr, "Stalled")["message"]
+    assert "spec.postRenderers[0].kustomize.patchesStrategicMerge" in condition(
+        hr, "Stalled")["message"]
     assert "history" not in hr["status"] or not hr["status"]["history"]
     assert _releases(hrns, "later") == []
 
@@ -336,3 +347,127 @@ def test_drift_detection(hrns: Kube) -> None:
               .get("data", {}).get("message") == "desired", 30)
     hrns.wait("DriftCorrected event", lambda: bool(events("DriftCorrected")), 30)
     assert [h["version"] for h in _get(hrns, "drift")["status"]["history"]] == [1]
+
+
+def _post_renderers(tag: str) -> list[dict[str, Any]]:
+    return [{"kustomize": {
+        "patches": [
+            {"target": {"kind": "Deployment", "name": "post-app"},
+             "patch": "- op: replace\n  path: /spec/replicas\n  value: 2\n"},
+            {"patch": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: post-app\n"
+                      "  labels:\n    post-rendered: \"yes\"\n"}],
+        "images": [{"name": "registry.example/app", "newName": "registry.example/patched",
+                    "newTag": "1"}]}},
+            {"kustomize": {"images": [{"name": "registry.example/patched", "newTag": tag}]}}]
+
+
+def test_post_renderers(hrns: Kube, kube_cluster: Cluster) -> None:
+    ns = hrns.namespace
+    _hr(hrns, "post", values={"message": "x"}, postRenderers=_post_renderers("2"))
+    hr = _wait(hrns, "post", "Ready", "True", "InstallSucceeded", timeout=90)
+    assert hr["status"]["observedPostRenderersDigest"].startswith("sha256:")
+    dep = hrns.get("apps/v1", "Deployment", "post-app") or {}
+    assert dep["spec"]["replicas"] == 2
+    assert dep["metadata"]["labels"]["post-rendered"] == "yes"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example/patched:2"  # both post-renderers, in order
+    manifest = helm_cli(kube_cluster, "helm4", "get", "manifest", "post", "-n", ns)
+    assert "registry.example/patched:2" in manifest and "post-rendered" in manifest
+    assert "replicas: 2" in manifest
+
+    # A post-renderers change alone upgrades (observedPostRenderersDigest).
+    digest = hr["status"]["observedPostRenderersDigest"]
+    _hr(hrns, "post", interval="1s", values={"message": "x"},
+        postRenderers=_post_renderers("3"), driftDetection={"mode": "warn"})
+    hr = _wait(hrns, "post", "Ready", "True", "UpgradeSucceeded", timeout=90)
+    assert [h["version"] for h in hr["status"]["history"]] == [2, 1]
+    assert hr["status"]["observedPostRenderersDigest"] != digest
+    dep = hrns.get("apps/v1", "Deployment", "post-app") or {}
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example/patched:3"
+    # Drift detection compares with the stored (post-rendered) manifest: no drift.
+    first = hr["status"]["history"][0]["lastDeployed"]
+    time.sleep(4)  # a few 1s intervals of drift checks
+    assert not [e for e in hrns.list("v1", "Event") if e.get("reason") == "DriftDetected"
+                and (e.get("involvedObject") or {}).get("name") == "post"]
+    hr = _get(hrns, "post")
+    assert [h["version"] for h in hr["status"]["history"]] == [2, 1]
+    assert hr["status"]["history"][0]["lastDeployed"] == first
+    # ...and a hand edit of the post-rendered replicas is a drift.
+    hrns.call(lambda d: d.merge_patch("apps/v1", "Deployment", "post-app", ns,
+                                      {"spec": {"replicas": 1}}))
+    hrns.wait("DriftDetected on the Deployment", lambda: any(
+        "Deployment/" in e.get("message", "") for e in hrns.list("v1", "Event")
+        if e.get("reason") == "DriftDetected"
+        and (e.get("involvedObject") or {}).get("name") == "post"), 30)
+
+    # A post-renderer kustomize refuses: one line in status, nothing installed.
+    _hr(hrns, "postbad", values={"message": "x"}, postRenderers=[{"kustomize": {
+        "patches": [{"target": {"kind": "Deployment"}, "patch": "nonsense: ["}]}}])
+    hr = _wait(hrns, "postbad", "Stalled", "True", "RetriesExceeded", timeout=90)
+    msg = condition(hr, "Ready")["message"]
+    assert "post-renderer failed: postRenderers[0]: kustomize:" in msg and "\n" not in msg
+    assert condition(hr, "Released")["reason"] == "InstallFailed"
+    assert _releases(hrns, "postbad") == []
+    assert hrns.get("apps/v1", "Deployment", "postbad-app") is None
+
+
+def test_adoption_of_a_release_installed_with_the_helm_cli(
+        hrns: Kube, kube_cluster: Cluster, chart_url: str) -> None:
+    ns = hrns.namespace
+    helm_cli(kube_cluster, "helm4", "install", "adopt", chart_url, "--version", "0.1.0",
+             "--plain-http", "-n", ns, "--set", "message=cli", "--wait", "--timeout", "60s")
+    assert _releases(hrns, "adopt") == ["sh.helm.release.v1.adopt.v1"]
+    uids = {kind: (hrns.get(api, kind, name) or {})["metadata"]["uid"]
+            for api, kind, name in (("apps/v1", "Deployment", "adopt-app"),
+                                    ("v1", "ConfigMap", "adopt-cm"))}
+
+    # Same chart, same values: the release is not in the HelmRelease's history, so it is
+    # upgraded once (Flux: an "unmanaged" release is upgraded), in place: no reinstall.
+    _hr(hrns, "adopt", interval="2s", values={"message": "cli"})
+    hr = _wait(hrns, "adopt", "Ready", "True", "UpgradeSucceeded", timeout=90)
+    assert [h["version"] for h in hr["status"]["history"]] == [2]
+    assert hr["status"]["history"][0]["configDigest"] == \
+        hr["status"]["lastAttemptedConfigDigest"]
+    for api, kind, name in (("apps/v1", "Deployment", "adopt-app"),
+                            ("v1", "ConfigMap", "adopt-cm")):
+        assert (hrns.get(api, kind, name) or {})["metadata"]["uid"] == uids[kind]
+    history = json.loads(helm_cli(kube_cluster, "helm4", "history", "adopt", "-n", ns,
+                                  "-o", "json"))
+    assert [(h["revision"], h["status"]) for h in history] == [
+        (1, "superseded"), (2, "deployed")]
+
+    # Managed from now on: later reconciles (interval 2s) release nothing new.
+    kc = str(kube_cluster.kubeconfig)
+    ocigitops("reconcile", "hr", "adopt", "-n", ns, "--kubeconfig", kc)
+    hr = _get(hrns, "adopt")
+    assert [h["version"] for h in hr["status"]["history"]] == [2]
+    assert _releases(hrns, "adopt") == ["sh.helm.release.v1.adopt.v1",
+                                        "sh.helm.release.v1.adopt.v2"]
+    values = json.loads(helm_cli(kube_cluster, "helm4", "get", "values", "adopt", "-n", ns,
+                                 "-o", "json"))
+    assert values == {"message": "cli"}
+
+
+def test_unsigned_chart_refused(hrns: Kube) -> None:
+    ns = hrns.namespace
+    pub = generate_key_pair(b"pw", scrypt_n=1 << 12).public_pem
+    hrns.apply({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "cosign-pub", "namespace": ns},
+                "stringData": {"cosign.pub": pub.decode()}})
+    tiny = (hrns.get(API_VERSION, "OCIRepository", "tiny") or {})["spec"]
+    hrns.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
+                "metadata": {"name": "tiny-verified", "namespace": ns},
+                "spec": {**tiny, "verify": {"provider": "cosign",
+                                            "secretRef": {"name": "cosign-pub"}}}})
+    hrns.wait("OCIRepository SourceVerified=False", lambda: condition(hrns.get(
+        API_VERSION, "OCIRepository", "tiny-verified") or {}, "SourceVerified").get(
+        "status") == "False", 60)
+    _hr(hrns, "unsigned", values={"message": "x"},
+        chartRef={"kind": "OCIRepository", "name": "tiny-verified"})
+    hr = _wait(hrns, "unsigned", "Ready", "False", "SourceNotReady")
+    msg = condition(hr, "Ready")["message"]
+    assert "tiny-verified" in msg and "VerificationError" in msg, msg
+    assert not (hr.get("status") or {}).get("history")
+    assert _releases(hrns, "unsigned") == []
+    assert hrns.get("apps/v1", "Deployment", "unsigned-app") is None

@@ -1,18 +1,25 @@
 """HelmRelease's pure logic: the API (parse, defaults, CRD), values composition
-(merge, targetPath), the remediation rule and the refusal of unsupported fields."""
+(merge, targetPath), the remediation rule, the refusal of unsupported fields, the
+post-renderers (kustomizations, digest, the sandboxed kustomize) and the source-not-ready
+message."""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 from ocigitops.puller import crdgen
 from ocigitops.puller.api.helmrelease import parse_helmrelease
 from ocigitops.puller.api.schema import ValidationError
+from ocigitops.puller.helm.engine import PostRenderError
 from ocigitops.puller.helmrelease import (
     Decision,
     ValuesError,
+    _source_not_ready,
     chart_object,
     comparable,
     drift_mode,
@@ -25,6 +32,13 @@ from ocigitops.puller.helmrelease import (
     unsupported_fields,
     values_document,
 )
+from ocigitops.puller.helmrelease_post import (
+    InvalidPostRendererError,
+    kustomizations,
+    post_renderer,
+    post_renderers_digest,
+)
+from ocigitops.render import find_kustomize
 
 
 def obj(**spec: Any) -> dict[str, Any]:
@@ -147,11 +161,15 @@ def test_unsupported_fields_are_named() -> None:
         "spec.driftDetection.mode (disabled, warn or enabled)"]
     on = obj(test={"enable": True}, driftDetection={"mode": "enabled", "ignore": [
         {"paths": ["/spec/replicas"]}]},
-             postRenderers=[{"kustomize": {}}], kubeConfig={"secretRef": {"name": "k"}},
+             postRenderers=[{"kustomize": {"patchesStrategicMerge": [{"kind": "X"}],
+                                           "patchesJson6902": [{"patch": []}]}}],
+             kubeConfig={"secretRef": {"name": "k"}},
              upgrade={"preserveValues": True, "crds": "CreateReplace"},
              install={"crds": "CreateReplace"}, rollback={"recreate": True})
     assert unsupported_fields(parse_helmrelease(on)) == [
-        "spec.postRenderers", "spec.kubeConfig", "spec.driftDetection.ignore",
+        "spec.kubeConfig", "spec.driftDetection.ignore",
+        "spec.postRenderers[0].kustomize.patchesStrategicMerge",
+        "spec.postRenderers[0].kustomize.patchesJson6902",
         "spec.upgrade.preserveValues", "spec.upgrade.crds=CreateReplace",
         "spec.install.crds=CreateReplace", "spec.rollback.recreate"]
 
@@ -205,3 +223,137 @@ def test_drift_comparison_ignores_server_fields() -> None:
     dry = {**live, "metadata": {"name": "x", "resourceVersion": "10"}}
     assert comparable(live) == comparable(dry)
     assert comparable(live) != comparable({**dry, "data": {"a": "2"}})
+
+
+# -- postRenderers -------------------------------------------------------------------------------
+
+PATCH = "- op: replace\n  path: /spec/replicas\n  value: 3\n"
+LABEL = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web-app\n"
+         "  labels:\n    patched: 'yes'\n")
+RENDERED = """---
+# Source: tiny/templates/deploy.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-app}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: app, image: registry.example/app:1.0}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-cm}
+data: {a: b}
+"""
+
+
+def test_post_renderers_make_kustomizations_in_order() -> None:
+    prs = [{"kustomize": {
+        "patches": [{"patch": PATCH, "target": {"kind": "Deployment", "name": "web-.*",
+                                                 "labelSelector": None}},
+                    {"patch": LABEL}],
+        "images": [{"name": "registry.example/app", "newName": "registry.example/other",
+                    "newTag": "2.0", "digest": None}]}},
+           {"kustomize": {"images": [{"name": "x", "digest": "sha256:" + "a" * 64}]}}]
+    first, second = kustomizations(prs)
+    assert first == {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": ["manifests.yaml"],
+        "patches": [{"patch": PATCH, "target": {"kind": "Deployment", "name": "web-.*"}},
+                    {"patch": LABEL}],
+        "images": [{"name": "registry.example/app", "newName": "registry.example/other",
+                    "newTag": "2.0"}]}
+    assert second["images"] == [{"name": "x", "digest": "sha256:" + "a" * 64}]
+    assert "patches" not in second
+    assert kustomizations(None) == [] and post_renderer([]) is None
+    # The deprecated fields are refused elsewhere (UnsupportedField), not built.
+    assert "patchesStrategicMerge" not in kustomizations(
+        [{"kustomize": {"patchesStrategicMerge": ["x"]}}])[0]
+
+
+@pytest.mark.parametrize(("prs", "message"), [
+    ({"kustomize": {}}, r"spec\.postRenderers must be a list"),
+    ([{}], r"spec\.postRenderers\[0\]\.kustomize is required"),
+    ([{"kustomize": {}, "helm": 1}], r"unknown field\(s\) helm"),
+    ([{"kustomize": {"patches": [{"target": {"kind": "A"}}]}}],
+     r"patches\[0\]\.patch is required"),
+    ([{"kustomize": {"patches": [{"patch": "x", "path": "p.yaml"}]}}],
+     r"unknown field\(s\) path"),
+    ([{"kustomize": {"patches": [{"patch": "x", "target": {"kind": 3}}]}}],
+     r"target\.kind must be a string"),
+    ([{"kustomize": {"images": [{"newTag": "2"}]}}], r"images\[0\]\.name is required"),
+    ([{"kustomize": {"replicas": [{"name": "a", "count": 2}]}}], r"unknown field\(s\) replicas"),
+])
+def test_post_renderers_of_another_shape_are_refused(prs: Any, message: str) -> None:
+    with pytest.raises(InvalidPostRendererError, match=message):
+        kustomizations(prs)
+
+
+def test_post_renderers_digest() -> None:
+    assert post_renderers_digest(None) is None and post_renderers_digest([]) is None
+    a = post_renderers_digest([{"kustomize": {"images": [{"name": "a", "newTag": "1"}]}}])
+    b = post_renderers_digest([{"kustomize": {"images": [{"newTag": "1", "name": "a"}]}}])
+    c = post_renderers_digest([{"kustomize": {"images": [{"name": "a", "newTag": "2"}]}}])
+    assert a == b != c and str(a).startswith("sha256:")
+
+
+def _kustomize_available() -> bool:
+    try:
+        find_kustomize()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _kustomize_available(), reason="kustomize not installed")
+def test_post_renderer_runs_kustomize_in_order() -> None:
+    fn = post_renderer([
+        {"kustomize": {"patches": [{"patch": PATCH, "target": {"kind": "Deployment"}},
+                                   {"patch": LABEL}],
+                       "images": [{"name": "registry.example/app",
+                                   "newName": "registry.example/other", "newTag": "2.0"}]}},
+        {"kustomize": {"images": [{"name": "registry.example/other", "newTag": "3.0"}]}}])
+    assert fn is not None
+    docs = {d["kind"]: d for d in yaml.safe_load_all(fn(RENDERED)) if d}
+    dep = docs["Deployment"]
+    assert dep["spec"]["replicas"] == 3
+    assert dep["metadata"]["labels"] == {"patched": "yes"}
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example/other:3.0"
+    assert docs["ConfigMap"]["data"] == {"a": "b"}
+    assert fn("---\n# Source: empty\n") == "---\n# Source: empty\n"  # nothing rendered
+    bad = post_renderer([{"kustomize": {"patches": [{"patch": "nonsense: [",
+                                                      "target": {"kind": "Deployment"}}]}}])
+    assert bad is not None
+    with pytest.raises(PostRenderError, match=r"^postRenderers\[0\]: kustomize: ") as e:
+        bad(RENDERED)
+    assert "\n" not in str(e.value)
+
+
+def test_source_not_ready_names_the_sources_reason() -> None:
+    class FakeKube:
+        def __init__(self, ready: dict[str, Any] | None) -> None:
+            self.ready = ready
+            self.asked: list[tuple[str, str, str | None]] = []
+
+        async def get(self, api: str, kind: str, name: str,
+                      ns: str | None = None) -> dict[str, Any] | None:
+            self.asked.append((kind, name, ns))
+            if self.ready is None:
+                return None
+            return {"status": {"conditions": [{"type": "Ready", **self.ready}]}}
+
+    hr = parse_helmrelease(obj())
+    failed = FakeKube({"status": "False", "reason": "VerificationError",
+                       "message": "no valid signature"})
+    ctx: Any = SimpleNamespace(kube=failed)
+    assert asyncio.run(_source_not_ready(ctx, hr)) == \
+        ": source not ready: VerificationError: no valid signature"
+    assert failed.asked == [("OCIRepository", "web", "apps")]
+    for ready in (None, {"status": "Unknown", "reason": "Progressing", "message": "..."},
+                  {"status": "True", "reason": "Succeeded", "message": "ok"}):
+        ctx = SimpleNamespace(kube=FakeKube(ready))
+        assert asyncio.run(_source_not_ready(ctx, hr)) == ""

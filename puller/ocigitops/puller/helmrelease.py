@@ -8,9 +8,11 @@
    HelmReleases must be Ready.
 3. The values: ``valuesFrom`` in order (``targetPath`` puts one value at a path), then
    ``values`` over them; their digest is the ``configDigest``.
-4. Install (no release yet) or upgrade (chart or values changed, or the last revision is
-   not ``deployed``) through the engine (the helm 4 binary by default, see
-   ``docs/helm-engine.md``); nothing is done when the release is in sync.
+4. Install (no release yet) or upgrade (chart, values or post-renderers changed, the last
+   revision is not ``deployed``, or the release is not in ``history``: adoption, as Flux)
+   through the engine (the helm 4 binary by default, see ``docs/helm-engine.md``), with
+   ``postRenderers`` as its post-renderer (``helmrelease_post``: the sandboxed kustomize);
+   nothing is done when the release is in sync.
 5. On failure: count it (``installFailures``/``upgradeFailures``/``failures``), remediate
    (uninstall after a failed install; rollback or uninstall after a failed upgrade) while
    retries remain or ``remediateLastFailure`` says so, and retry; past ``retries`` the
@@ -65,6 +67,7 @@ from ocigitops.puller.helm.engine import (
     HelmError,
     Impersonation,
     InstallRequest,
+    PostRenderer,
     Release,
     ReleaseNotFoundError,
     ReleaseRef,
@@ -76,6 +79,12 @@ from ocigitops.puller.helm.engine import (
     UnsupportedOptionError,
     UpgradeRequest,
     values_digest,
+)
+from ocigitops.puller.helmrelease_post import (
+    InvalidPostRendererError,
+    deprecated_fields,
+    post_renderer,
+    post_renderers_digest,
 )
 from ocigitops.puller.kube import DynamicClient, KubeError
 from ocigitops.puller.reconcile import Outcome, begin, prepare
@@ -264,6 +273,7 @@ def unsupported_fields(hr: HelmRelease) -> list[str]:
             out.append("spec.driftDetection.ignore")
         elif set(drift) - {"mode", "ignore"}:
             out.append("spec.driftDetection." + ",".join(sorted(set(drift) - {"mode", "ignore"})))
+    out.extend(deprecated_fields(hr.freeform.get("postRenderers")))
     spec = hr.spec
     if spec.upgrade is not None and spec.upgrade.preserve_values:
         out.append("spec.upgrade.preserveValues")
@@ -435,6 +445,26 @@ async def _chart(ctx: HelmReleaseContext, hr: HelmRelease) -> SourceArtifact:
         except KubeError as e:
             raise SourceError(f"HelmChart {ns}/{name} could not be created: {e}") from e
     return await get_artifact(ctx.kube, ctx.cache, ctx.sources, ctx.served, kind, ns, name)
+
+
+async def _source_not_ready(ctx: HelmReleaseContext, hr: HelmRelease) -> str:
+    """Why the chart source is not ready, from its own Ready condition (``: source not
+    ready: <its message>``), or nothing when it says nothing."""
+    if hr.spec.chart is not None:
+        kind, name = "HelmChart", hr.chart_name
+    elif hr.spec.chart_ref is not None:
+        kind, name = hr.spec.chart_ref.kind, hr.spec.chart_ref.name
+    else:
+        return ""
+    try:
+        src = await ctx.kube.get(API_VERSION, kind, name, hr.chart_namespace)
+    except (KubeError, OcigitopsError):
+        return ""
+    ready = cond.find(list(((src or {}).get("status") or {}).get("conditions") or []),
+                      cond.READY)
+    if not ready or ready.get("status") != cond.FALSE or not ready.get("message"):
+        return ""
+    return f": source not ready: {ready.get('reason')}: {ready['message']}"
 
 
 def _chart_file(art: SourceArtifact, dest: Path) -> Path:
@@ -615,6 +645,11 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
         return stalled(UNSUPPORTED_FIELD, f"not supported by this controller: {', '.join(bad)}"
                        "; remove the field(s), nothing was installed")
     try:
+        post = post_renderer(hr.freeform.get("postRenderers"))
+    except InvalidPostRendererError as e:
+        return stalled(cond.INVALID_SPEC, f"{e}; nothing was installed")
+    post_digest = post_renderers_digest(hr.freeform.get("postRenderers"))
+    try:
         source = await _chart(ctx, hr)
         await _dependencies(ctx, hr)
     except UnsupportedFieldError as e:
@@ -622,7 +657,8 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
     except (ArtifactNotReadyError, NotReadyError) as e:
         reason = cond.DEPENDENCY_NOT_READY if isinstance(e, NotReadyError) \
             else SOURCE_NOT_READY
-        msg = f"{e}, retrying in {format_duration(ctx.requeue_dependency)}"
+        why = "" if isinstance(e, NotReadyError) else await _source_not_ready(ctx, hr)
+        msg = f"{e}{why}, retrying in {format_duration(ctx.requeue_dependency)}"
         cond.mark_failed(conditions, reason, msg, generation)
         return Outcome(status, ctx.requeue_dependency, waiting=True,
                        add_finalizer=add_finalizer)
@@ -645,7 +681,8 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
     # A new chart or new values make a release; with a spec edit they also reset the
     # failure counters (a suspend/resume or an interval edit alone releases nothing).
     new_target = (status.get("lastAttemptedRevisionDigest") != source.digest
-                  or status.get("lastAttemptedConfigDigest") != digest)
+                  or status.get("lastAttemptedConfigDigest") != digest
+                  or status.get("observedPostRenderersDigest") != post_digest)
     new_config = new_target or status.get("lastAttemptedGeneration") != generation
     if new_config:
         for key in ("failures", "installFailures", "upgradeFailures"):
@@ -655,6 +692,10 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
     status["lastAttemptedConfigDigest"] = digest
     status["lastAttemptedGeneration"] = generation
     status["observedGeneration"] = generation
+    if post_digest is None:
+        status.pop("observedPostRenderersDigest", None)
+    else:
+        status["observedPostRenderersDigest"] = post_digest
 
     access = ctx.access(hr)
     rref = _ref(hr)
@@ -719,8 +760,8 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
                            add_finalizer=add_finalizer)
         chart = ChartInput(path, values)
         try:
-            rel = await (_install(ctx, hr, access, rref, chart) if install
-                         else _upgrade(ctx, hr, access, rref, chart))
+            rel = await (_install(ctx, hr, access, rref, chart, post) if install
+                         else _upgrade(ctx, hr, access, rref, chart, post))
         except UnsupportedOptionError as e:
             return stalled(UNSUPPORTED_FIELD, str(e))
         except HelmError as e:
@@ -807,7 +848,8 @@ def _action_timeout(hr: HelmRelease, install: bool) -> float:
 
 
 async def _install(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAccess,
-                   rref: ReleaseRef, chart: ChartInput) -> Release:
+                   rref: ReleaseRef, chart: ChartInput,
+                   post: PostRenderer | None = None) -> Release:
     i = hr.spec.install
     crds = CRDPolicy.SKIP if (i and i.skip_crds) else CRDPolicy((i.crds if i else None)
                                                                 or "Create")
@@ -820,11 +862,12 @@ async def _install(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAcce
         disable_openapi_validation=bool(i and i.disable_open_api_validation),
         skip_schema_validation=bool(i and i.disable_schema_validation),
         crds=crds, replace=bool(i and i.replace),
-        create_namespace=bool(i and i.create_namespace)))
+        create_namespace=bool(i and i.create_namespace), post_renderer=post))
 
 
 async def _upgrade(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAccess,
-                   rref: ReleaseRef, chart: ChartInput) -> Release:
+                   rref: ReleaseRef, chart: ChartInput,
+                   post: PostRenderer | None = None) -> Release:
     u = hr.spec.upgrade
     return await ctx.engine.upgrade(access, UpgradeRequest(
         ref=rref, chart=chart,
@@ -835,7 +878,8 @@ async def _upgrade(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAcce
         disable_openapi_validation=bool(u and u.disable_open_api_validation),
         skip_schema_validation=bool(u and u.disable_schema_validation),
         crds=CRDPolicy.SKIP, force=bool(u and u.force),
-        max_history=_max_history(hr), cleanup_on_fail=bool(u and u.cleanup_on_fail)))
+        max_history=_max_history(hr), cleanup_on_fail=bool(u and u.cleanup_on_fail),
+        post_renderer=post))
 
 
 def _max_history(hr: HelmRelease) -> int:

@@ -1,8 +1,9 @@
 """HelmRelease (Flux helm-controller v2 API, as ``ocigitops.dev/v1``): spec and status.
 
 Field names and defaults are Flux's. ``values`` and the fields this controller does not
-implement yet (``postRenderers``, ``kubeConfig``; ``driftDetection`` is read by the
-reconciler, its ``ignore`` rules refused)
+implement yet (``kubeConfig``; ``driftDetection`` is read by the reconciler, its
+``ignore`` rules refused; ``postRenderers`` is read by the reconciler, see
+``ocigitops.puller.helmrelease_post``)
 are free-form in the CRD (:data:`FREEFORM_SCHEMAS`) and kept out of the typed spec: the
 reconciler reads ``values`` as given and refuses the others with ``Stalled=True``, reason
 ``UnsupportedField``, before anything is installed.
@@ -57,12 +58,14 @@ FREEFORM_SCHEMAS: Mapping[str, Mapping[str, Any]] = {
     "driftDetection": {**_PRESERVE, "description": "Drift detection: mode disabled "
                        "(default), warn or enabled; ignore rules are not supported yet."},
     "postRenderers": {"type": "array", "items": dict(_PRESERVE),
-                      "description": "Post-renderers (not supported yet)."},
+                      "description": "Post-renderers applied in order to what Helm "
+                      "rendered: kustomize patches (patch, target) and images (name, "
+                      "newName, newTag, digest)."},
     "kubeConfig": {**_PRESERVE, "description": "A remote cluster (not supported yet)."},
 }
 #: The free-form fields the reconciler refuses, and the value that means "off".
 UNSUPPORTED_UNLESS: Mapping[str, Any] = {
-    "postRenderers": [], "kubeConfig": None,
+    "kubeConfig": None,
 }
 
 
@@ -402,6 +405,8 @@ class HelmReleaseStatus:
                                                     default=None)
     last_attempted_generation: int | None = prop("The generation last attempted.",
                                                  default=None)
+    observed_post_renderers_digest: str | None = prop(
+        "The digest of the post-renderers last attempted.", default=None)
 
 
 # -- object --------------------------------------------------------------------------------
