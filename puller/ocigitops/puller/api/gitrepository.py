@@ -22,10 +22,10 @@ from ocigitops.puller.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object,
 )
 from ocigitops.puller.api.ocirepository import Artifact
-from ocigitops.puller.api.schema import FieldError, ValidationError, from_dict, prop
+from ocigitops.puller.api.schema import FieldError, prop
 
 KIND = "GitRepository"
 PLURAL = "gitrepositories"
@@ -190,16 +190,7 @@ class GitRepository:
 def parse_git_repository(obj: Mapping[str, Any]) -> GitRepository:
     """Parse a GitRepository custom object dict (``ValidationError`` on a bad spec); a
     status that does not parse is replaced by an empty one."""
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
-    spec = from_dict(GitRepositorySpec, obj.get("spec"), path="spec", what=what)
-    try:
-        status = from_dict(GitRepositoryStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = GitRepositoryStatus()
+    meta, spec, status = parse_object(obj, KIND, GitRepositorySpec, GitRepositoryStatus)
     return GitRepository(metadata=meta, spec=spec, status=status)
 
 

@@ -30,14 +30,14 @@ from ocigitops.puller.api.meta import (
     Condition,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object,
 )
 from ocigitops.puller.api.ocirepository import (
     Artifact,
     OCIRepositoryVerification,
     VerificationStatus,
 )
-from ocigitops.puller.api.schema import FieldError, ValidationError, from_dict, prop
+from ocigitops.puller.api.schema import FieldError, prop
 
 KIND = "HelmChart"
 PLURAL = "helmcharts"
@@ -139,14 +139,5 @@ class HelmChart:
 def parse_helm_chart(obj: Mapping[str, Any]) -> HelmChart:
     """Parse a HelmChart custom object dict (``ValidationError`` on a bad spec); a status
     that does not parse is replaced by an empty one."""
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
-    spec = from_dict(HelmChartSpec, obj.get("spec"), path="spec", what=what)
-    try:
-        status = from_dict(HelmChartStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = HelmChartStatus()
+    meta, spec, status = parse_object(obj, KIND, HelmChartSpec, HelmChartStatus)
     return HelmChart(metadata=meta, spec=spec, status=status)

@@ -27,7 +27,8 @@ from ocigitops.puller.api.meta import (
     Condition,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object_meta,
+    parse_status,
 )
 from ocigitops.puller.api.ocirepository import OCIRepositoryVerification
 from ocigitops.puller.api.schema import ValidationError, from_dict, prop
@@ -467,11 +468,7 @@ class HelmRelease:
 def parse_helmrelease(obj: Mapping[str, Any]) -> HelmRelease:
     """Parse a HelmRelease custom object dict (``ValidationError`` on a bad spec); a
     status that does not parse is replaced by an empty one."""
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
+    meta, what = parse_object_meta(obj, KIND)
     raw = obj.get("spec")
     spec_in = dict(raw) if isinstance(raw, Mapping) else raw
     freeform: dict[str, Any] = {}
@@ -487,9 +484,6 @@ def parse_helmrelease(obj: Mapping[str, Any]) -> HelmRelease:
     spec = from_dict(HelmReleaseSpec, spec_in, path="spec", what=what)
     if (spec.chart_ref is None) == (spec.chart is None):
         raise ValidationError(["spec: exactly one of chartRef or chart is required"], what)
-    try:
-        status = from_dict(HelmReleaseStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = HelmReleaseStatus()
+    status = parse_status(HelmReleaseStatus, obj)
     return HelmRelease(metadata=meta, spec=spec, values=values, freeform=freeform,
                        status=status)

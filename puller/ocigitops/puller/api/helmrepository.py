@@ -24,10 +24,10 @@ from ocigitops.puller.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object,
 )
 from ocigitops.puller.api.ocirepository import Artifact
-from ocigitops.puller.api.schema import FieldError, ValidationError, from_dict, prop
+from ocigitops.puller.api.schema import FieldError, prop
 
 KIND = "HelmRepository"
 PLURAL = "helmrepositories"
@@ -126,14 +126,5 @@ class HelmRepository:
 def parse_helm_repository(obj: Mapping[str, Any]) -> HelmRepository:
     """Parse a HelmRepository custom object dict (``ValidationError`` on a bad spec); a
     status that does not parse is replaced by an empty one."""
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
-    spec = from_dict(HelmRepositorySpec, obj.get("spec"), path="spec", what=what)
-    try:
-        status = from_dict(HelmRepositoryStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = HelmRepositoryStatus()
+    meta, spec, status = parse_object(obj, KIND, HelmRepositorySpec, HelmRepositoryStatus)
     return HelmRepository(metadata=meta, spec=spec, status=status)

@@ -18,9 +18,9 @@ from ocigitops.puller.api.meta import (
     Condition,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object,
 )
-from ocigitops.puller.api.schema import ValidationError, from_dict, prop
+from ocigitops.puller.api.schema import prop
 
 KIND = "Kustomization"
 PLURAL = "kustomizations"
@@ -280,14 +280,5 @@ def parse_inventory_id(ident: str) -> tuple[str, str, str, str]:
 def parse_kustomization(obj: Mapping[str, Any]) -> Kustomization:
     """Parse a Kustomization custom object dict (``ValidationError`` on a bad spec); a
     status that does not parse is replaced by an empty one."""
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
-    spec = from_dict(KustomizationSpec, obj.get("spec"), path="spec", what=what)
-    try:
-        status = from_dict(KustomizationStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = KustomizationStatus()
+    meta, spec, status = parse_object(obj, KIND, KustomizationSpec, KustomizationStatus)
     return Kustomization(metadata=meta, spec=spec, status=status)

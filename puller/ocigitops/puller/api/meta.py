@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from ocigitops.puller.api.schema import prop
+from ocigitops.puller.api.schema import ValidationError, from_dict, prop
+
+S = TypeVar("S")
+T = TypeVar("T")
 
 GROUP = "ocigitops.dev"
 VERSION = "v1"
@@ -121,3 +124,31 @@ def object_ident(obj: Mapping[str, Any]) -> str:
     if isinstance(md, Mapping):
         return f"{md.get('namespace') or 'default'}/{md.get('name') or '?'}"
     return "?"
+
+
+def parse_object_meta(obj: Mapping[str, Any], kind: str) -> tuple[ObjectMeta, str]:
+    """A custom object's metadata, and ``"Kind namespace/name"`` to name it in errors
+    (``ValidationError`` naming the object on bad metadata)."""
+    what = f"{kind} {object_ident(obj)}"
+    try:
+        return ObjectMeta.parse(obj.get("metadata")), what
+    except ValidationError as exc:
+        raise ValidationError(exc.errors, what) from None
+
+
+def parse_status(status_type: type[T], obj: Mapping[str, Any]) -> T:
+    """A custom object's status. One that does not parse (written by another version) is
+    replaced by an empty one, so it never blocks a reconcile."""
+    try:
+        return from_dict(status_type, obj.get("status") or {}, path="status")
+    except ValidationError:
+        return status_type()
+
+
+def parse_object(obj: Mapping[str, Any], kind: str, spec_type: type[S],
+                 status_type: type[T]) -> tuple[ObjectMeta, S, T]:
+    """Metadata, spec (``ValidationError`` naming the object on a bad one) and status
+    (:func:`parse_status`) of a custom object dict."""
+    meta, what = parse_object_meta(obj, kind)
+    spec = from_dict(spec_type, obj.get("spec"), path="spec", what=what)
+    return meta, spec, parse_status(status_type, obj)

@@ -48,9 +48,9 @@ from ocigitops.puller.api.meta import (
     LocalObjectReference,
     ObjectMeta,
     find_condition,
-    object_ident,
+    parse_object,
 )
-from ocigitops.puller.api.schema import Constraint, FieldError, ValidationError, from_dict, prop
+from ocigitops.puller.api.schema import Constraint, FieldError, prop
 from ocigitops.verifier.conditions import MAX_EXPRESSION_CHARS
 
 KIND = "OCIRepository"
@@ -509,15 +509,6 @@ def parse_oci_repository(obj: Mapping[str, Any]) -> OCIRepository:
     A status that does not parse (written by another version) is replaced by an empty one,
     so it never blocks a reconcile.
     """
-    what = f"{KIND} {object_ident(obj)}"
-    try:
-        meta = ObjectMeta.parse(obj.get("metadata"))
-    except ValidationError as exc:
-        raise ValidationError(exc.errors, what) from None
-    spec = from_dict(OCIRepositorySpec, obj.get("spec"), path="spec", what=what)
-    try:
-        status = from_dict(OCIRepositoryStatus, obj.get("status") or {}, path="status")
-    except ValidationError:
-        status = OCIRepositoryStatus()
+    meta, spec, status = parse_object(obj, KIND, OCIRepositorySpec, OCIRepositoryStatus)
     return OCIRepository(metadata=meta, spec=spec, status=status)
 
