@@ -20,6 +20,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -314,8 +315,9 @@ def http_server(root: Path, *, username: str = "", password: str = "", bearer: s
     server.daemon_threads = True
     scheme = "http"
     if tls or mtls:
-        certs = root.parent / f"tls-{root.name}"
-        certs.mkdir(exist_ok=True)
+        # A directory of its own: two servers over one root (tls and mtls) must not
+        # overwrite each other's CA.
+        certs = Path(tempfile.mkdtemp(prefix=f"tls-{root.name}-", dir=root.parent))
         ca, cert, key = make_tls(certs)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(cert), str(key))
