@@ -17,11 +17,10 @@ from typing import Any, Literal
 
 from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
-    READY,
     Condition,
     LocalObjectReference,
     ObjectMeta,
-    find_condition,
+    ReadyMixin,
     parse_object,
 )
 from ocigitops.puller.api.ocirepository import Artifact
@@ -174,17 +173,12 @@ class GitRepositoryStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GitRepository:
+class GitRepository(ReadyMixin):
     """A GitRepository object: metadata, spec and status."""
 
     metadata: ObjectMeta
     spec: GitRepositorySpec
     status: GitRepositoryStatus = field(default_factory=GitRepositoryStatus)
-
-    @property
-    def ready(self) -> Condition | None:
-        """The Ready condition, if any."""
-        return find_condition(self.status.conditions, READY)
 
 
 def parse_git_repository(obj: Mapping[str, Any]) -> GitRepository:

@@ -26,10 +26,9 @@ from typing import Any, Literal
 from ocigitops.duration import DURATION_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
     NAME_MAX,
-    READY,
     Condition,
     ObjectMeta,
-    find_condition,
+    ReadyMixin,
     parse_object,
 )
 from ocigitops.puller.api.ocirepository import (
@@ -123,17 +122,12 @@ class HelmChartStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HelmChart:
+class HelmChart(ReadyMixin):
     """A HelmChart object: metadata, spec and status."""
 
     metadata: ObjectMeta
     spec: HelmChartSpec
     status: HelmChartStatus = field(default_factory=HelmChartStatus)
-
-    @property
-    def ready(self) -> Condition | None:
-        """The Ready condition, if any."""
-        return find_condition(self.status.conditions, READY)
 
 
 def parse_helm_chart(obj: Mapping[str, Any]) -> HelmChart:

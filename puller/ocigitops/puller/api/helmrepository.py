@@ -19,11 +19,10 @@ from typing import Any, Literal
 
 from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
-    READY,
     Condition,
     LocalObjectReference,
     ObjectMeta,
-    find_condition,
+    ReadyMixin,
     parse_object,
 )
 from ocigitops.puller.api.ocirepository import Artifact
@@ -110,17 +109,12 @@ class HelmRepositoryStatus:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HelmRepository:
+class HelmRepository(ReadyMixin):
     """A HelmRepository object: metadata, spec and status."""
 
     metadata: ObjectMeta
     spec: HelmRepositorySpec
     status: HelmRepositoryStatus = field(default_factory=HelmRepositoryStatus)
-
-    @property
-    def ready(self) -> Condition | None:
-        """The Ready condition, if any."""
-        return find_condition(self.status.conditions, READY)
 
 
 def parse_helm_repository(obj: Mapping[str, Any]) -> HelmRepository:

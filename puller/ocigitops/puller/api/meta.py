@@ -118,6 +118,17 @@ def find_condition(conditions: tuple[Condition, ...], ctype: str) -> Condition |
     return next((c for c in conditions if c.type == ctype), None)
 
 
+class ReadyMixin:
+    """The ``ready`` property every kind's object has (its status carries conditions)."""
+
+    status: Any
+
+    @property
+    def ready(self) -> Condition | None:
+        """The Ready condition, if any."""
+        return find_condition(self.status.conditions, READY)
+
+
 def object_ident(obj: Mapping[str, Any]) -> str:
     """``namespace/name`` of a custom object dict, for messages."""
     md = obj.get("metadata") if isinstance(obj, Mapping) else None

@@ -43,11 +43,10 @@ from typing import Any, Literal
 from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
     NAME_MAX,
-    READY,
     Condition,
     LocalObjectReference,
     ObjectMeta,
-    find_condition,
+    ReadyMixin,
     parse_object,
 )
 from ocigitops.puller.api.schema import Constraint, FieldError, prop
@@ -490,17 +489,12 @@ class OCIRepositoryStatus:
 # -- object --------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
-class OCIRepository:
+class OCIRepository(ReadyMixin):
     """An OCIRepository object: metadata, spec and status."""
 
     metadata: ObjectMeta
     spec: OCIRepositorySpec
     status: OCIRepositoryStatus = field(default_factory=OCIRepositoryStatus)
-
-    @property
-    def ready(self) -> Condition | None:
-        """The Ready condition, if any."""
-        return find_condition(self.status.conditions, READY)
 
 
 def parse_oci_repository(obj: Mapping[str, Any]) -> OCIRepository:
