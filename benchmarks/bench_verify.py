@@ -39,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from measure import CommandFailed, Sample, med, rss_via, run_measured  # noqa: E402
+from measure import CommandFailed, Sample, console_script, med, rss_via, run_measured  # noqa: E402
 
 PASSWORD = "bench-verify-pw"
 #: Cheapest scrypt cost cosign accepts (only used for the in-memory throughput key).
@@ -56,15 +56,8 @@ REVISION = "main@sha1:" + "0" * 40
 
 
 def ours_exe() -> str:
-    """The real ``ocigitops`` entry script next to this interpreter.
-
-    Not the pyenv shim that ``which`` finds: the shim is a shell script that runs
-    ``pyenv exec`` (tens of ms) and needs the real ``HOME``, which the peers don't get.
-    """
-    beside = Path(sys.executable).parent / "ocigitops"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("ocigitops")
+    """The real ``ocigitops`` entry script (:func:`measure.console_script`)."""
+    found = console_script()
     if not found:
         raise RuntimeError("ocigitops is not installed (pip install -e .)")
     return found

@@ -81,3 +81,21 @@ def med(samples: list[Sample]) -> dict[str, float]:
 def rss_via() -> str:
     """How peak RSS is measured here: ``gnu-time`` (exact) or ``wait4`` (with a floor)."""
     return "gnu-time" if os.access(GNU_TIME, os.X_OK) else "wait4"
+
+
+def console_script(name: str = "ocigitops") -> str | None:
+    """The installed console script ``name``: the one beside this interpreter first, else
+    the one on ``PATH``.
+
+    Under pyenv, ``PATH`` finds a *shim*: a bash script that runs ``pyenv exec`` to choose
+    an interpreter and then the real script, which costs about 0.4 s per start on this
+    machine, more than a whole ``pull artifact`` of the benchmark tree. A user of a venv,
+    pipx or the controller image runs the real script, so that is what is measured.
+    """
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
