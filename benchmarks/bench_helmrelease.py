@@ -4,6 +4,7 @@
 Run on demand (not part of the test suite)::
 
     python benchmarks/bench_helmrelease.py [--releases 100,500] [--concurrent 4]
+        [--concurrent-helm 2] [--helm-engine binary|sdk]
 
 For each N it starts a fresh dev cluster (``ocigitops.puller.devcluster.cluster_up``) in a
 temp state dir, applies the CRDs, runs ``ocigitops controller run --concurrent C`` as a
@@ -17,10 +18,10 @@ Python process) and the peak RSS of the controller with its helm processes (samp
 what a pod's memory limit sees), the controller's and the helm processes' CPU, and the
 most helm processes seen at once.
 
-The engine is the helm 4 binary (``BinaryEngine``): the HelmRelease reconciler constructs
-it (``HelmReleaseContext.from_deps``) and no controller option selects the SDK engine, so
-the SDK is not measured here. helm 4 comes from ``scripts/install-tools helm4`` (found as
-the controller finds it: ``$OCIGITOPS_HELM4``, the tools cache, then PATH).
+The engine is the controller's ``--helm-engine`` (default ``binary``: the helm 4 binary,
+at most ``--concurrent-helm`` processes at once, default 2; ``sdk``: Helm's Go SDK in the
+controller process). helm 4 comes from ``scripts/install-tools helm4`` (found as the
+controller finds it: ``$OCIGITOPS_HELM4``, the tools cache, then PATH).
 
 A table, PASS/MISS per target (100 Ready within 60 s, controller RSS < 300 MiB), Flux's
 published reference figures, and a final ``BENCH_JSON {...}`` line. It exits 0 when the
@@ -259,6 +260,8 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, url: str) -> dict[str, 
         metrics_port, health_port = free_port(), free_port()
         cmd = [sys.executable, "-m", "ocigitops.cli", "controller", "run", "--kubeconfig",
                str(cluster.kubeconfig), "--concurrent", str(args.concurrent),
+               "--concurrent-helm", str(args.concurrent_helm),
+               "--helm-engine", args.helm_engine,
                "--metrics-addr", f"127.0.0.1:{metrics_port}",
                "--health-addr", f"127.0.0.1:{health_port}",
                "--storage-path", str(tmp / f"cache-{n}"), "--log-level", args.log_level]
@@ -379,6 +382,10 @@ def main() -> int:
     ap.add_argument("--releases", default="100", help="comma-separated N values")
     ap.add_argument("--concurrent", type=int, default=4,
                     help="controller --concurrent (its default: 4)")
+    ap.add_argument("--concurrent-helm", type=int, default=2,
+                    help="controller --concurrent-helm (its default: 2)")
+    ap.add_argument("--helm-engine", default="binary", choices=["binary", "sdk"],
+                    help="controller --helm-engine (its default: binary)")
     ap.add_argument("--per-namespace", type=int, default=50, help="releases per namespace")
     ap.add_argument("--shared-source", action="store_true",
                     help="one OCIRepository per namespace instead of one per HelmRelease")
@@ -398,8 +405,9 @@ def main() -> int:
     helm_version = subprocess.run([str(helm), "version", "--template", "{{.Version}}"],
                                   capture_output=True, text=True, check=True,
                                   timeout=30).stdout.strip()
-    print(f"engine: helm binary {helm} ({helm_version}); the SDK engine is not selectable by "
-          "the HelmRelease reconciler, so not measured", flush=True)
+    print(f"engine: {args.helm_engine} (helm binary {helm}, {helm_version};"
+          f" --concurrent {args.concurrent}, --concurrent-helm {args.concurrent_helm})",
+          flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="ocigitops-bench-hr-"))
     results: list[dict[str, Any]] = []
@@ -456,8 +464,9 @@ def main() -> int:
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
           f"{os.cpu_count()} CPUs (the cluster, registry, controller and helm share them)")
     doc = {
-        "engine": "binary", "helm": helm_version, "sdk_engine": "not selectable",
-        "concurrent": args.concurrent, "per_namespace": args.per_namespace,
+        "engine": args.helm_engine, "helm": helm_version,
+        "concurrent": args.concurrent, "concurrent_helm": args.concurrent_helm,
+        "per_namespace": args.per_namespace,
         "shared_source": args.shared_source, "interval": args.interval,
         "timeout": args.timeout, "cpus": os.cpu_count(),
         "python": platform.python_version(), "loadavg": [round(x, 2) for x in load],

@@ -897,27 +897,37 @@ def controller() -> None:
 @click.option("--requeue-dependency", type=DURATION, default="30s", show_default=True,
               help="How often a missing source artifact or dependency is checked again"
               " (a duration: 30s, 1m).")
+@click.option("--concurrent-helm", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Helm processes running at once (binary engine), apart from --concurrent:"
+              " each costs about 70 MiB while it runs.")
+@click.option("--helm-engine", type=click.Choice(["binary", "sdk"]), default="binary",
+              show_default=True, help="HelmRelease engine: the helm 4 binary, or Helm's Go"
+              " SDK in process (extra 'helm'); see docs/helm-engine.md.")
+@click.option("--default-service-account", default=None, metavar="NAME",
+              help="Kustomizations and HelmReleases without serviceAccountName impersonate"
+              " this service account of their own namespace (multi-tenancy lockdown).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Least severe JSON log lines shown.")
 def controller_run_cmd(kubeconfig: str | None, context: str | None, concurrent: int,
-                       metrics_addr: str,
-                       health_addr: str, leader_elect: bool, leader_election_namespace: str,
-                       watch_namespace: str | None, watch_label_selector: str | None,
-                       no_cross_namespace_refs: bool, strict_substitution: bool,
-                       cache_dir: str | None, controllers: str,
-                       requeue_dependency: float, log_level: str) -> None:
+                       metrics_addr: str, health_addr: str, leader_elect: bool,
+                       leader_election_namespace: str, watch_namespace: str | None,
+                       watch_label_selector: str | None, no_cross_namespace_refs: bool,
+                       strict_substitution: bool, cache_dir: str | None, controllers: str,
+                       requeue_dependency: float, concurrent_helm: int, helm_engine: str,
+                       default_service_account: str | None, log_level: str) -> None:
     """Reconcile the selected kinds (default: all) until SIGTERM."""
     from ocigitops.puller.manager import Options, serve
 
     serve(Options(kubeconfig=kubeconfig, context=context, concurrent=concurrent,
-                  metrics_addr=metrics_addr,
-                  health_addr=health_addr, leader_elect=leader_elect,
-                  leader_namespace=leader_election_namespace,
+                  metrics_addr=metrics_addr, health_addr=health_addr,
+                  leader_elect=leader_elect, leader_namespace=leader_election_namespace,
                   watch_namespace=watch_namespace, watch_label_selector=watch_label_selector,
                   no_cross_namespace_refs=no_cross_namespace_refs,
                   strict_substitution=strict_substitution, cache_dir=cache_dir,
                   controllers=tuple(controllers.split(",")),
-                  requeue_dependency=requeue_dependency), log_level)
+                  requeue_dependency=requeue_dependency, concurrent_helm=concurrent_helm,
+                  helm_engine=helm_engine, default_service_account=default_service_account
+                  ), log_level)
 
 
 @main.group(name="get")

@@ -22,135 +22,28 @@ with ``ocigitops push chart`` and read through an OCIRepository (Helm chart laye
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+import yaml
 
 from ocigitops.puller.api.meta import API_VERSION
-from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
+from ocigitops.puller.devcluster import Cluster
 from ocigitops.verifier.keys import generate_key_pair
-from tests.helpers.charts import DEPLOYMENT_TEMPLATE
+from tests.helpers import helmrelease as h
 from tests.helpers.cli import ocigitops
-from tests.helpers.kube import ControllerProcess, Kube, condition
+from tests.helpers.kube import Kube, condition
 from tests.helpers.registries import Registry
-from tests.helpers.tools import tool
 
 pytestmark = pytest.mark.e2e
 
-LAYER = {"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-         "operation": "copy"}
-
-TEMPLATES = {
-    "cm.yaml": """apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: {{ if .Values.broken }}Not_A_Valid_Name{{ else }}{{ .Release.Name }}-cm{{ end }}
-data:
-  message: {{ required "message is required" .Values.message | quote }}
-  note: {{ .Values.extra.note | default "none" | quote }}
-""",
-    "deploy.yaml": DEPLOYMENT_TEMPLATE,
-    "test.yaml": """apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Release.Name }}-test
-  annotations:
-    "helm.sh/hook": test
-    {{- if .Values.failTest }}
-    "FAIL_ANNOTATION": "true"
-    {{- end }}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: t
-    image: registry.example/test:1
-""".replace("FAIL_ANNOTATION", HELM_TEST_FAIL_ANNOTATION),
-}
-
-
-def _chart_dir(root: Path, version: str) -> Path:
-    d = root / "tiny"
-    (d / "templates").mkdir(parents=True, exist_ok=True)
-    (d / "Chart.yaml").write_text(f"apiVersion: v2\nname: tiny\nversion: {version}\n"
-                                  "appVersion: \"1.0.0\"\n")
-    (d / "values.yaml").write_text("message: hello\nbroken: false\nextra: {}\n")
-    for name, text in TEMPLATES.items():
-        (d / "templates" / name).write_text(text)
-    return d
-
-
-@pytest.fixture(scope="module")
-def chart_url(embedded_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``tiny`` 0.1.0 pushed once for the module."""
-    src = _chart_dir(tmp_path_factory.mktemp("chart"), "0.1.0")
-    ocigitops("push", "chart", str(src), f"oci://{embedded_registry.host}/hr/charts")
-    return f"oci://{embedded_registry.host}/hr/charts/tiny"
-
-
-@pytest.fixture
-def hrns(request: pytest.FixtureRequest, kube_api: Kube,
-         controller: ControllerProcess, chart_url: str) -> Iterator[Kube]:
-    """A namespace of the test's own with the OCIRepository ``tiny``; HelmReleases
-    suspended and released afterwards."""
-    kube_api.wait("CRD helmreleases.ocigitops.dev", lambda: condition(kube_api.get(
-        "apiextensions.k8s.io/v1", "CustomResourceDefinition", "helmreleases.ocigitops.dev",
-        None), "Established").get("status") == "True", 30)
-    name = "hr-" + request.node.name.removeprefix("test_").replace("_", "-")[:40].rstrip("-")
-    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    kube = kube_api.in_ns(name)
-    kube.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
-                "metadata": {"name": "tiny", "namespace": name},
-                "spec": {"url": chart_url, "ref": {"tag": "0.1.0"}, "interval": "1m",
-                         "insecure": True, "layerSelector": LAYER}})
-    yield kube
-    for kind in ("HelmRelease", "HelmChart", "OCIRepository"):
-        for obj in kube.list(API_VERSION, kind):
-            kube.call(lambda d, k=kind, n=obj["metadata"]["name"]: d.merge_patch(
-                API_VERSION, k, n, name, {"metadata": {"finalizers": None},
-                                          "spec": {"suspend": True}}))
-    kube_api.call(lambda d: d.delete("v1", "Namespace", name, None))
-
-
-def _hr(kube: Kube, name: str, **spec: Any) -> None:
-    kube.apply({"apiVersion": API_VERSION, "kind": "HelmRelease",
-                "metadata": {"name": name, "namespace": kube.namespace},
-                "spec": {"interval": "1m", "timeout": "60s",
-                         "chartRef": {"kind": "OCIRepository", "name": "tiny"}, **spec}})
-
-
-def _get(kube: Kube, name: str) -> dict[str, Any]:
-    return kube.get(API_VERSION, "HelmRelease", name) or {}
-
-
-def _wait(kube: Kube, name: str, ctype: str, status: str, reason: str | None = None,
-          timeout: float = 60) -> dict[str, Any]:
-    def ok() -> bool:
-        c = condition(_get(kube, name), ctype)
-        return c.get("status") == status and (reason is None or c.get("reason") == reason)
-    kube.wait(f"HelmRelease/{name} {ctype}={status} {reason or ''}", ok, timeout)
-    return _get(kube, name)
-
-
-def _releases(kube: Kube, name: str) -> list[str]:
-    return sorted(s["metadata"]["name"] for s in kube.list("v1", "Secret")
-                  if s["metadata"]["name"].startswith(f"sh.helm.release.v1.{name}.v"))
-
-
-def helm_cli(cluster: Cluster, which: str, *args: str) -> str:
-    """The Helm 3.19 (``helm``) or Helm 4 (``helm4``) CLI against the dev cluster."""
-    binary = tool("helm", "helm") if which == "helm" else tool("helm4", "helm")
-    home = Path(cluster.state_dir) / f"home-hr-{which}"
-    env = {"PATH": os.defpath, "HOME": str(home), "HELM_DRIVER": "secret"}
-    p = subprocess.run([binary, *args, "--kubeconfig", str(cluster.kubeconfig)],
-                       capture_output=True, text=True, timeout=120, env=env, check=False)
-    assert p.returncode == 0, f"{which} {' '.join(args)}: {p.stderr.strip()}"
-    return p.stdout
-
+# The shared chart and namespace fixtures (tests/helpers/helmrelease.py).
+chart_url = h.chart_url
+hrns = h.hrns
+LAYER, _get, _hr, _wait, _releases, helm_cli = h.LAYER, h._get, h._hr, h._wait, h._releases, \
+    h.helm_cli
+_post_renderers = h._post_renderers
 
 def test_install_upgrade_uninstall(hrns: Kube, kube_cluster: Cluster) -> None:
     ns = hrns.namespace
@@ -229,6 +122,14 @@ def test_render_failure_and_unsupported_field(hrns: Kube) -> None:
         hr, "Stalled")["message"]
     assert "history" not in hr["status"] or not hr["status"]["history"]
     assert _releases(hrns, "later") == []
+
+    _hr(hrns, "remote", values={"message": "x"},
+        kubeConfig={"secretRef": {"name": "remote-kubeconfig"}})
+    hr = _wait(hrns, "remote", "Stalled", "True", "UnsupportedField")
+    msg = condition(hr, "Ready")["message"]
+    assert "spec.kubeConfig (remote clusters are not supported yet)" in msg, msg
+    assert condition(hr, "Ready")["status"] == "False"
+    assert _releases(hrns, "remote") == []
 
 
 def test_install_failure_retries_then_remediation(hrns: Kube) -> None:
@@ -340,25 +241,26 @@ def test_drift_detection(hrns: Kube) -> None:
     hrns.wait("DriftDetected event", lambda: any("ConfigMap/" in m for m in
                                                  events("DriftDetected")), 30)
     assert (hrns.get("v1", "ConfigMap", "drift-cm") or {})["data"]["message"] == "by hand"
-    # enabled: corrected at the next interval, no new release revision.
+    # enabled: corrected at the next interval, no new release revision; a path an ignore
+    # rule names (Flux's driftDetection.ignore) is left as it is in the cluster.
+    hrns.call(lambda d: d.merge_patch("v1", "ConfigMap", "drift-cm", ns,
+                                      {"data": {"note": "kept by hand"}}))
     hrns.call(lambda d: d.merge_patch(API_VERSION, "HelmRelease", "drift", ns, {
-        "spec": {"driftDetection": {"mode": "enabled"}}}))
+        "spec": {"driftDetection": {"mode": "enabled", "ignore": [
+            {"paths": ["/data/note"], "target": {"kind": "Config.*", "version": "v1"}},
+            {"paths": ["/spec/replicas"], "target": {"group": "apps",
+                                                     "labelSelector": "app in (drift)"}},
+        ]}}}))
     hrns.wait("ConfigMap corrected", lambda: (hrns.get("v1", "ConfigMap", "drift-cm") or {})
               .get("data", {}).get("message") == "desired", 30)
     hrns.wait("DriftCorrected event", lambda: bool(events("DriftCorrected")), 30)
+    assert (hrns.get("v1", "ConfigMap", "drift-cm") or {})["data"]["note"] == "kept by hand"
     assert [h["version"] for h in _get(hrns, "drift")["status"]["history"]] == [1]
-
-
-def _post_renderers(tag: str) -> list[dict[str, Any]]:
-    return [{"kustomize": {
-        "patches": [
-            {"target": {"kind": "Deployment", "name": "post-app"},
-             "patch": "- op: replace\n  path: /spec/replicas\n  value: 2\n"},
-            {"patch": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: post-app\n"
-                      "  labels:\n    post-rendered: \"yes\"\n"}],
-        "images": [{"name": "registry.example/app", "newName": "registry.example/patched",
-                    "newTag": "1"}]}},
-            {"kustomize": {"images": [{"name": "registry.example/patched", "newTag": tag}]}}]
+    # An ignore rule that does not parse: Stalled, InvalidSpec, naming it.
+    hrns.call(lambda d: d.merge_patch(API_VERSION, "HelmRelease", "drift", ns, {
+        "spec": {"driftDetection": {"ignore": [{"paths": ["data/note"]}]}}}))
+    hr = _wait(hrns, "drift", "Stalled", "True", "InvalidSpec")
+    assert "spec.driftDetection.ignore[0].paths" in condition(hr, "Stalled")["message"]
 
 
 def test_post_renderers(hrns: Kube, kube_cluster: Cluster) -> None:
@@ -455,6 +357,10 @@ def test_unsigned_chart_refused(hrns: Kube) -> None:
     hrns.apply({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "cosign-pub", "namespace": ns},
                 "stringData": {"cosign.pub": pub.decode()}})
+    # The HelmRelease first, parked on a source that does not exist yet...
+    _hr(hrns, "unsigned", values={"message": "x"},
+        chartRef={"kind": "OCIRepository", "name": "tiny-verified"})
+    _wait(hrns, "unsigned", "Ready", "False")  # ArtifactFailed: not found
     tiny = (hrns.get(API_VERSION, "OCIRepository", "tiny") or {})["spec"]
     hrns.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
                 "metadata": {"name": "tiny-verified", "namespace": ns},
@@ -463,11 +369,97 @@ def test_unsigned_chart_refused(hrns: Kube) -> None:
     hrns.wait("OCIRepository SourceVerified=False", lambda: condition(hrns.get(
         API_VERSION, "OCIRepository", "tiny-verified") or {}, "SourceVerified").get(
         "status") == "False", 60)
-    _hr(hrns, "unsigned", values={"message": "x"},
-        chartRef={"kind": "OCIRepository", "name": "tiny-verified"})
-    hr = _wait(hrns, "unsigned", "Ready", "False", "SourceNotReady")
+    # ...is woken when the source fails, and says why well before its 30 s requeue.
+    hrns.wait("HelmRelease names the source's failure", lambda: "VerificationError" in
+              condition(_get(hrns, "unsigned"), "Ready").get("message", ""), 12)
+    hr = _get(hrns, "unsigned")
     msg = condition(hr, "Ready")["message"]
+    assert condition(hr, "Ready")["reason"] == "SourceNotReady"
     assert "tiny-verified" in msg and "VerificationError" in msg, msg
     assert not (hr.get("status") or {}).get("history")
     assert _releases(hrns, "unsigned") == []
     assert hrns.get("apps/v1", "Deployment", "unsigned-app") is None
+
+
+def _crd(plural: str, marker: str) -> str:
+    kind = plural.capitalize()[:-1]
+    return f"""apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.crdtest.ocigitops.dev
+spec:
+  group: crdtest.ocigitops.dev
+  scope: Namespaced
+  names: {{plural: {plural}, singular: {plural[:-1]}, kind: {kind}, listKind: {kind}List}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: {marker}
+        x-kubernetes-preserve-unknown-fields: true
+"""
+
+
+def test_crd_policies(hrns: Kube, embedded_registry: Registry,
+                      tmp_path: Path) -> None:
+    """install.crds CreateReplace and upgrade.crds Create|CreateReplace: the controller
+    applies the chart's crds/ (Helm only creates them at install, never replaces)."""
+    ns = hrns.namespace
+    d = tmp_path / "crdy"
+    (d / "templates").mkdir(parents=True)
+    (d / "crds").mkdir()
+    (d / "Chart.yaml").write_text("apiVersion: v2\nname: crdy\nversion: 0.1.0\n")
+    (d / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '{{ .Release.Name }}-cm'}\n"
+        "data: {message: {{ .Values.message | quote }}}\n")
+    (d / "crds" / "widgets.yaml").write_text(_crd("widgets", "chart"))
+    (d / "crds" / "gadgets.yaml").write_text(_crd("gadgets", "chart"))
+    ocigitops("push", "chart", str(d), f"oci://{embedded_registry.host}/hr/crdy")
+    hrns.apply({"apiVersion": API_VERSION, "kind": "OCIRepository",
+                "metadata": {"name": "crdy", "namespace": ns},
+                "spec": {"url": f"oci://{embedded_registry.host}/hr/crdy/crdy",
+                         "ref": {"tag": "0.1.0"}, "interval": "1m", "insecure": True,
+                         "layerSelector": LAYER}})
+    ext = "apiextensions.k8s.io/v1"
+
+    def marker(plural: str) -> str | None:
+        crd = hrns.get(ext, "CustomResourceDefinition", f"{plural}.crdtest.ocigitops.dev")
+        if crd is None:
+            return None
+        return str(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"])
+
+    def by_hand(plural: str, text: str | None) -> None:
+        if text is None:
+            hrns.call(lambda c: c.delete(ext, "CustomResourceDefinition",
+                                         f"{plural}.crdtest.ocigitops.dev", None))
+            hrns.wait(f"{plural} CRD gone", lambda: marker(plural) is None, 30)
+        else:
+            hrns.apply(yaml.safe_load(_crd(plural, text)))
+
+    try:
+        by_hand("widgets", "by-hand")  # Helm's Create would leave it alone
+        spec = {"chartRef": {"kind": "OCIRepository", "name": "crdy"},
+                "install": {"crds": "CreateReplace"}}
+        _hr(hrns, "crdy", values={"message": "a"}, **spec)
+        _wait(hrns, "crdy", "Ready", "True", "InstallSucceeded", timeout=90)
+        assert (marker("widgets"), marker("gadgets")) == ("chart", "chart")
+
+        # upgrade.crds Create: new CRDs only.
+        by_hand("widgets", "by-hand")
+        by_hand("gadgets", None)
+        _hr(hrns, "crdy", values={"message": "b"}, **spec, upgrade={"crds": "Create"})
+        _wait(hrns, "crdy", "Ready", "True", "UpgradeSucceeded", timeout=90)
+        assert (marker("widgets"), marker("gadgets")) == ("by-hand", "chart")
+        # upgrade.crds CreateReplace: existing ones updated too.
+        _hr(hrns, "crdy", values={"message": "c"}, **spec, upgrade={"crds": "CreateReplace"})
+        hrns.wait("upgrade 3", lambda: [h["version"] for h in (_get(hrns, "crdy").get(
+            "status") or {}).get("history", [])][:1] == [3], 90)
+        _wait(hrns, "crdy", "Ready", "True", "UpgradeSucceeded")
+        assert marker("widgets") == "chart"
+    finally:
+        for plural in ("widgets", "gadgets"):
+            hrns.call(lambda c, p=plural: c.delete(ext, "CustomResourceDefinition",
+                                                   f"{p}.crdtest.ocigitops.dev", None))

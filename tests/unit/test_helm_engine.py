@@ -298,6 +298,23 @@ def test_binary_run_kills_on_deadline() -> None:
         asyncio.run(eng.run(["30"], limit=0.5, env={"PATH": os.defpath}))
 
 
+def test_binary_run_bounds_concurrent_processes() -> None:
+    """``--concurrent-helm``: at most ``max_processes`` helm processes at once, however many
+    reconciles call the engine (/bin/sleep stands in for helm)."""
+    eng = BinaryEngine(helm=Path("/bin/sleep"), max_processes=2)
+
+    async def many() -> None:
+        await asyncio.gather(*(eng.run(["0.3"], limit=10, env={"PATH": os.defpath})
+                               for _ in range(5)))
+
+    asyncio.run(many())
+    assert eng.peak_processes == 2
+    asyncio.run(many())  # a new event loop gets its own semaphore
+    assert eng.peak_processes == 2
+    with pytest.raises(ValueError):
+        BinaryEngine(max_processes=0)
+
+
 def test_binary_run_bounds_output() -> None:
     """/usr/bin/yes stands in for a helm that writes without end."""
     eng = BinaryEngine(helm=Path("/usr/bin/yes"))

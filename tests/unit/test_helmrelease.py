@@ -167,11 +167,10 @@ def test_unsupported_fields_are_named() -> None:
              upgrade={"preserveValues": True, "crds": "CreateReplace"},
              install={"crds": "CreateReplace"}, rollback={"recreate": True})
     assert unsupported_fields(parse_helmrelease(on)) == [
-        "spec.kubeConfig", "spec.driftDetection.ignore",
+        "spec.kubeConfig (remote clusters are not supported yet)",
         "spec.postRenderers[0].kustomize.patchesStrategicMerge",
         "spec.postRenderers[0].kustomize.patchesJson6902",
-        "spec.upgrade.preserveValues", "spec.upgrade.crds=CreateReplace",
-        "spec.install.crds=CreateReplace", "spec.rollback.recreate"]
+        "spec.upgrade.preserveValues", "spec.rollback.recreate"]
 
 
 def test_chart_template_makes_fluxs_helmchart() -> None:
@@ -357,3 +356,90 @@ def test_source_not_ready_names_the_sources_reason() -> None:
                   {"status": "True", "reason": "Succeeded", "message": "ok"}):
         ctx = SimpleNamespace(kube=FakeKube(ready))
         assert asyncio.run(_source_not_ready(ctx, hr)) == ""
+
+
+def _tgz(path: Any, files: dict[str, str]) -> Any:
+    import io
+    import tarfile
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+CRD_DOC = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: %s.example.com}
+spec: {group: example.com}
+"""
+
+
+def test_chart_crds_reads_only_crds_dirs_and_only_crds(tmp_path: Any) -> None:
+    from ocigitops.puller.helmrelease_crds import CRDError, apply_crds, chart_crds
+    ok = _tgz(tmp_path / "ok.tgz", {
+        "web/Chart.yaml": "name: web", "web/templates/cm.yaml": "kind: ConfigMap",
+        "web/crds/a.yaml": CRD_DOC % "as" + "---\n" + CRD_DOC % "bs",
+        "web/crds/README.md": "not yaml: [", "web/charts/sub/crds/c.yml": CRD_DOC % "cs",
+        "web/charts/sub/crds/deeper/d.yaml": CRD_DOC % "ds"})
+    assert [d["metadata"]["name"] for d in chart_crds(ok)] == [
+        "as.example.com", "bs.example.com", "cs.example.com"]
+    bad = _tgz(tmp_path / "bad.tgz", {"web/crds/x.yaml": "apiVersion: v1\nkind: ConfigMap\n"
+                                                         "metadata: {name: x}\n"})
+    with pytest.raises(CRDError, match=r"only apiextensions\.k8s\.io/v1 CustomResourceDefinition"):
+        chart_crds(bad)
+    with pytest.raises(CRDError, match="could not be read"):
+        chart_crds(tmp_path / "absent.tgz")
+
+    class Kube:
+        async def get(self, *a: Any, **k: Any) -> Any:
+            return {"exists": True} if a[2] == "as.example.com" else None
+
+    calls: list[list[str]] = []
+
+    async def fake_apply_set(kube: Any, objs: Any, **k: Any) -> Any:
+        calls.append([o["metadata"]["name"] for o in objs])
+        return None
+
+    import ocigitops.puller.helmrelease_crds as mod
+    real = mod.apply_set
+    mod.apply_set = fake_apply_set  # type: ignore[assignment]
+    try:
+        crds = chart_crds(ok)
+        asyncio.run(apply_crds(Kube(), crds, "Create", impersonate=None,  # type: ignore[arg-type]
+                               wait_seconds=5))
+        asyncio.run(apply_crds(Kube(), crds, "CreateReplace",  # type: ignore[arg-type]
+                               impersonate=None, wait_seconds=5))
+        asyncio.run(apply_crds(Kube(), crds, "Skip", impersonate=None,  # type: ignore[arg-type]
+                               wait_seconds=5))
+    finally:
+        mod.apply_set = real
+    assert calls == [["bs.example.com", "cs.example.com"],
+                     ["as.example.com", "bs.example.com", "cs.example.com"]]
+
+
+def test_engine_flags_and_default_service_account() -> None:
+    from ocigitops.puller.helm.binary import BinaryEngine
+    from ocigitops.puller.helm.sdk import SdkEngine
+    from ocigitops.puller.helmrelease import HelmReleaseContext, make_engine
+    from ocigitops.puller.runtime.options import Options
+    from ocigitops.puller.runtime.reconciler import Deps
+
+    eng = make_engine("binary", 3)
+    assert isinstance(eng, BinaryEngine) and eng.max_processes == 3
+    assert isinstance(make_engine("sdk"), SdkEngine)
+    with pytest.raises(ValueError, match="binary or sdk"):
+        make_engine("helm2")
+    deps = Deps(kube=None, cache=None, options=Options(  # type: ignore[arg-type]
+        helm_engine="binary", concurrent_helm=1, default_service_account="tenant"))
+    ctx = HelmReleaseContext.from_deps(deps)
+    assert isinstance(ctx.engine, BinaryEngine) and ctx.engine.max_processes == 1
+    ctx.kubeconfig = lambda: "{}"
+    access = ctx.access(parse_helmrelease(obj()))
+    assert access.impersonate is not None
+    assert access.impersonate.user == "system:serviceaccount:apps:tenant"
+    own = ctx.access(parse_helmrelease(obj(serviceAccountName="mine")))
+    assert own.impersonate is not None
+    assert own.impersonate.user == "system:serviceaccount:apps:mine"

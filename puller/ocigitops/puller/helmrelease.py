@@ -12,7 +12,9 @@
    revision is not ``deployed``, or the release is not in ``history``: adoption, as Flux)
    through the engine (the helm 4 binary by default, see ``docs/helm-engine.md``), with
    ``postRenderers`` as its post-renderer (``helmrelease_post``: the sandboxed kustomize);
-   nothing is done when the release is in sync.
+   nothing is done when the release is in sync. ``install.crds: CreateReplace`` and
+   ``upgrade.crds: Create|CreateReplace``: the chart's ``crds/`` are applied by the
+   controller first (``helmrelease_crds``).
 5. On failure: count it (``installFailures``/``upgradeFailures``/``failures``), remediate
    (uninstall after a failed install; rollback or uninstall after a failed upgrade) while
    retries remain or ``remediateLastFailure`` says so, and retry; past ``retries`` the
@@ -20,7 +22,8 @@
    ``RetryOnFailure`` never remediates and retries every ``retryInterval``.
 6. ``test.enable``: ``helm test`` after each install and upgrade (``TestSuccess``).
 7. ``driftDetection``: on a release in sync, objects changed or deleted in the cluster are
-   reported (``warn``) or applied again (``enabled``).
+   reported (``warn``) or applied again (``enabled``), but for the paths its ``ignore``
+   rules name (``helmrelease_drift``).
 8. Deletion uninstalls the release (finalizer), unless suspended.
 """
 
@@ -66,6 +69,7 @@ from ocigitops.puller.helm.engine import (
     HelmEngine,
     HelmError,
     Impersonation,
+    InstallError,
     InstallRequest,
     PostRenderer,
     Release,
@@ -77,8 +81,18 @@ from ocigitops.puller.helm.engine import (
     TestResult,
     UninstallRequest,
     UnsupportedOptionError,
+    UpgradeError,
     UpgradeRequest,
     values_digest,
+)
+from ocigitops.puller.helmrelease_crds import CRDError, apply_crds, chart_crds
+from ocigitops.puller.helmrelease_drift import (
+    IgnoreRule,
+    InvalidIgnoreRuleError,
+    ignored,
+    keep_live,
+    parse_ignore_rules,
+    without,
 )
 from ocigitops.puller.helmrelease_post import (
     InvalidPostRendererError,
@@ -87,7 +101,15 @@ from ocigitops.puller.helmrelease_post import (
     post_renderers_digest,
 )
 from ocigitops.puller.kube import DynamicClient, KubeError
-from ocigitops.puller.reconcile import Outcome, begin, prepare
+from ocigitops.puller.reconcile import (
+    CrossNamespaceRefError,
+    DependencyNotReadyError,
+    Outcome,
+    begin,
+    check_dependencies,
+    check_namespace,
+    prepare,
+)
 from ocigitops.puller.runtime.reconciler import (
     Deps,
     ObjectKey,
@@ -137,12 +159,8 @@ class ValuesError(OcigitopsError):
     """A valuesFrom reference is missing or does not hold values."""
 
 
-class NotReadyError(OcigitopsError):
-    """A dependency is not Ready yet: retry later, not a failure."""
-
-
-class UnsupportedFieldError(OcigitopsError):
-    """A spec field this controller does not implement; the message names it."""
+#: A dependency is not Ready yet: retry later, not a failure.
+NotReadyError = DependencyNotReadyError
 
 
 # -- pure logic ---------------------------------------------------------------------------------
@@ -264,23 +282,18 @@ def unsupported_fields(hr: HelmRelease) -> list[str]:
                                                      for k, v in off.items())
                                              and set(value) <= set(off)):
             continue
-        out.append(f"spec.{key}")
+        out.append(f"spec.{key}" + (" (remote clusters are not supported yet)"
+                                    if key == "kubeConfig" else ""))
     drift = hr.freeform.get("driftDetection")
     if drift is not None:
         if not isinstance(drift, Mapping) or drift.get("mode", "disabled") not in DRIFT_MODES:
             out.append("spec.driftDetection.mode (disabled, warn or enabled)")
-        elif drift.get("ignore"):
-            out.append("spec.driftDetection.ignore")
         elif set(drift) - {"mode", "ignore"}:
             out.append("spec.driftDetection." + ",".join(sorted(set(drift) - {"mode", "ignore"})))
     out.extend(deprecated_fields(hr.freeform.get("postRenderers")))
     spec = hr.spec
     if spec.upgrade is not None and spec.upgrade.preserve_values:
         out.append("spec.upgrade.preserveValues")
-    if spec.upgrade is not None and spec.upgrade.crds in ("Create", "CreateReplace"):
-        out.append(f"spec.upgrade.crds={spec.upgrade.crds}")
-    if spec.install is not None and spec.install.crds == "CreateReplace":
-        out.append("spec.install.crds=CreateReplace")
     if spec.rollback is not None and spec.rollback.recreate:
         out.append("spec.rollback.recreate")
     return out
@@ -329,37 +342,49 @@ class HelmReleaseContext:
     clock: Callable[[], float] = time.time
     progress: Progress = no_progress
 
+    #: ``--default-service-account``: impersonated when ``serviceAccountName`` is empty.
+    default_service_account: str | None = None
+
     @classmethod
     def from_deps(cls, deps: Deps) -> HelmReleaseContext:
-        """The context the runtime builds for this kind: the helm 4 binary engine."""
+        """The context the runtime builds for this kind, with the engine ``--helm-engine``
+        names (the helm 4 binary by default, at most ``--concurrent-helm`` processes)."""
         o = deps.options
-        return cls(kube=deps.kube, cache=deps.cache, engine=BinaryEngine(),
+        return cls(kube=deps.kube, cache=deps.cache, engine=make_engine(o.helm_engine,
+                                                                        o.concurrent_helm),
                    kubeconfig=lambda: cluster_kubeconfig(o.kubeconfig),
                    kube_context=o.context, sources=deps.sources, served=deps.served,
                    no_cross_namespace_refs=o.no_cross_namespace_refs,
-                   requeue_dependency=o.requeue_dependency, progress=deps.progress)
+                   requeue_dependency=o.requeue_dependency, progress=deps.progress,
+                   default_service_account=o.default_service_account)
+
+    def service_account(self, hr: HelmRelease) -> str | None:
+        """``serviceAccountName``, else ``--default-service-account``."""
+        return hr.spec.service_account_name or self.default_service_account
 
     def access(self, hr: HelmRelease) -> ClusterAccess:
-        """How the engine reaches the cluster, impersonating ``serviceAccountName``."""
-        sa = hr.spec.service_account_name
+        """How the engine reaches the cluster, impersonating the service account."""
+        sa = self.service_account(hr)
         imp = Impersonation.for_service_account(hr.metadata.namespace, sa) if sa else None
         return ClusterAccess(kubeconfig=self.kubeconfig(), context=self.kube_context,
                              impersonate=imp)
+
+
+def make_engine(name: str, max_processes: int = 2) -> HelmEngine:
+    """The engine ``--helm-engine`` names: ``binary`` (at most ``max_processes`` helm
+    processes at once) or ``sdk`` (Helm's Go SDK in process; extra ``helm``)."""
+    if name == "binary":
+        return BinaryEngine(max_processes=max_processes)
+    if name == "sdk":
+        from ocigitops.puller.helm.sdk import SdkEngine
+        return SdkEngine()
+    raise ValueError(f"unknown helm engine {name!r} (binary or sdk)")
 
 
 def _ref(hr: HelmRelease) -> ReleaseRef:
     storage = hr.storage_namespace
     return ReleaseRef(hr.release_name, hr.release_namespace,
                       storage if storage != hr.release_namespace else None)
-
-
-def _ready(obj: Mapping[str, Any] | None) -> bool:
-    if obj is None:
-        return False
-    md, st = obj.get("metadata") or {}, obj.get("status") or {}
-    ready = cond.find(list(st.get("conditions") or []), cond.READY)
-    return bool(ready and ready.get("status") == cond.TRUE
-                and st.get("observedGeneration") == md.get("generation"))
 
 
 # -- I/O steps ---------------------------------------------------------------------------------
@@ -430,15 +455,15 @@ async def _chart(ctx: HelmReleaseContext, hr: HelmRelease) -> SourceArtifact:
     ns = hr.chart_namespace
     if hr.spec.chart is not None:
         kind, name = "HelmChart", hr.chart_name
-        ident = f"{hr.spec.chart.spec.source_ref.kind}/{ns}/{hr.spec.chart.spec.source_ref.name}"
+        src = hr.spec.chart.spec.source_ref
+        check_namespace(src.kind, ns, src.name, hr.metadata.namespace,
+                        no_cross_namespace_refs=ctx.no_cross_namespace_refs)
     else:
         ref = hr.spec.chart_ref
         assert ref is not None
         kind, name = ref.kind, ref.name
-        ident = f"{kind}/{ns}/{name}"
-    if ctx.no_cross_namespace_refs and ns != hr.metadata.namespace:
-        raise UnsupportedFieldError(f"can't access '{ident}', cross-namespace references"
-                                    " have been blocked")
+        check_namespace(kind, ns, name, hr.metadata.namespace,
+                        no_cross_namespace_refs=ctx.no_cross_namespace_refs)
     if hr.spec.chart is not None:
         try:
             await ctx.kube.apply(chart_object(hr))
@@ -484,15 +509,8 @@ def _chart_file(art: SourceArtifact, dest: Path) -> Path:
 
 
 async def _dependencies(ctx: HelmReleaseContext, hr: HelmRelease) -> None:
-    ns = hr.metadata.namespace
-    for dep in hr.spec.depends_on:
-        dep_ns = dep.namespace or ns
-        if ctx.no_cross_namespace_refs and dep_ns != ns:
-            raise UnsupportedFieldError(f"can't access '{KIND}/{dep_ns}/{dep.name}',"
-                                        " cross-namespace references have been blocked")
-        other = await ctx.kube.get(API_VERSION, KIND, dep.name, dep_ns)
-        if not _ready(other):
-            raise NotReadyError(f"dependency '{dep_ns}/{dep.name}' is not ready")
+    await check_dependencies(ctx.kube, KIND, hr.metadata.namespace, hr.spec.depends_on,
+                             no_cross_namespace_refs=ctx.no_cross_namespace_refs)
 
 
 def _snapshot(rel: Release) -> dict[str, Any]:
@@ -548,11 +566,23 @@ def drift_mode(hr: HelmRelease) -> str:
     return str(drift.get("mode", "disabled")) if isinstance(drift, Mapping) else "disabled"
 
 
+def ignore_rules(hr: HelmRelease) -> list[IgnoreRule]:
+    """``spec.driftDetection.ignore`` (``InvalidIgnoreRuleError`` when it does not parse)."""
+    drift = hr.freeform.get("driftDetection")
+    return parse_ignore_rules(drift.get("ignore") if isinstance(drift, Mapping) else None)
+
+
 async def detect_drift(kube: DynamicClient, manifest: str, namespace: str,
-                       impersonate: str | None, *, correct: bool) -> list[str]:
+                       impersonate: str | None, *, correct: bool,
+                       ignore: list[IgnoreRule] | None = None) -> list[str]:
     """The release's objects that differ from what Helm applied (a server-side dry-run
     apply of the stored manifest compared with the live object) or are missing; with
-    ``correct``, each is applied again. Returns ``Kind/ns/name`` of each one drifted."""
+    ``correct``, each is applied again. Returns ``Kind/ns/name`` of each one drifted.
+
+    ``ignore`` (Flux's ``driftDetection.ignore``): an object a rule ignores whole (path
+    ``""``) is skipped; other ignored paths are removed from both sides before comparing,
+    and a correction applies them with their live values (so they are neither reported
+    nor corrected)."""
     drifted: list[str] = []
     for doc in yaml.safe_load_all(manifest):
         if not isinstance(doc, Mapping) or not doc.get("kind"):
@@ -563,16 +593,21 @@ async def detect_drift(kube: DynamicClient, manifest: str, namespace: str,
         ns = (md.get("namespace") or namespace) if info.namespaced else None
         if ns:
             md["namespace"] = ns
-        obj = {**doc, "metadata": md}
+        obj: dict[str, Any] = {**doc, "metadata": md}
+        skip = ignored(ignore or [], obj)
+        if skip.whole:
+            continue
         name = str(md.get("name", ""))
         live = await kube.get(api, kind, name, ns, impersonate=impersonate)
         if live is None:
             drifted.append(f"{kind}/{ns + '/' if ns else ''}{name} (missing)")
         else:
             dry = await kube.apply(obj, dry_run=True, force=True, impersonate=impersonate)
-            if comparable(dry) == comparable(live):
+            if comparable(without(dry, skip.paths)) == comparable(without(live, skip.paths)):
                 continue
             drifted.append(f"{kind}/{ns + '/' if ns else ''}{name}")
+            if skip.paths:
+                obj = keep_live(obj, live, skip.paths)
         if correct:
             await kube.apply(obj, force=True, impersonate=impersonate)
     return drifted
@@ -646,13 +681,14 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
                        "; remove the field(s), nothing was installed")
     try:
         post = post_renderer(hr.freeform.get("postRenderers"))
-    except InvalidPostRendererError as e:
+        ignore_rules(hr)
+    except (InvalidPostRendererError, InvalidIgnoreRuleError) as e:
         return stalled(cond.INVALID_SPEC, f"{e}; nothing was installed")
     post_digest = post_renderers_digest(hr.freeform.get("postRenderers"))
     try:
         source = await _chart(ctx, hr)
         await _dependencies(ctx, hr)
-    except UnsupportedFieldError as e:
+    except CrossNamespaceRefError as e:
         return stalled(cond.ACCESS_DENIED, str(e))
     except (ArtifactNotReadyError, NotReadyError) as e:
         reason = cond.DEPENDENCY_NOT_READY if isinstance(e, NotReadyError) \
@@ -721,11 +757,12 @@ async def reconcile(obj: Mapping[str, Any], ctx: HelmReleaseContext) -> Outcome:
         events: list[tuple[str, str, str]] = []
         mode = drift_mode(hr)
         if mode != "disabled":
-            sa = hr.spec.service_account_name
+            sa = ctx.service_account(hr)
             who = f"system:serviceaccount:{hr.metadata.namespace}:{sa}" if sa else None
             try:
                 drifted = await detect_drift(ctx.kube, current.manifest, rref.namespace, who,
-                                             correct=mode == "enabled")
+                                             correct=mode == "enabled",
+                                             ignore=ignore_rules(hr))
             except OcigitopsError as e:
                 msg = f"drift detection failed for release {rref.storage}/{rref.name}: {e}"
                 cond.mark_failed(conditions, DRIFT_DETECTED, msg, generation)
@@ -853,6 +890,10 @@ async def _install(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAcce
     i = hr.spec.install
     crds = CRDPolicy.SKIP if (i and i.skip_crds) else CRDPolicy((i.crds if i else None)
                                                                 or "Create")
+    if crds is CRDPolicy.CREATE_REPLACE:
+        # Helm has no such mode: the controller applies crds/ itself, Helm skips them.
+        await _apply_chart_crds(ctx, hr, chart.path, crds.value, InstallError, rref)
+        crds = CRDPolicy.SKIP
     return await ctx.engine.install(access, InstallRequest(
         ref=rref, chart=chart,
         common=Common(timeout=_action_timeout(hr, True), wait=not (i and i.disable_wait),
@@ -869,6 +910,9 @@ async def _upgrade(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAcce
                    rref: ReleaseRef, chart: ChartInput,
                    post: PostRenderer | None = None) -> Release:
     u = hr.spec.upgrade
+    if u is not None and u.crds in ("Create", "CreateReplace"):
+        # Helm never touches crds/ on upgrade: the controller applies them first (Flux).
+        await _apply_chart_crds(ctx, hr, chart.path, u.crds, UpgradeError, rref)
     return await ctx.engine.upgrade(access, UpgradeRequest(
         ref=rref, chart=chart,
         common=Common(timeout=_action_timeout(hr, False), wait=not (u and u.disable_wait),
@@ -880,6 +924,20 @@ async def _upgrade(ctx: HelmReleaseContext, hr: HelmRelease, access: ClusterAcce
         crds=CRDPolicy.SKIP, force=bool(u and u.force),
         max_history=_max_history(hr), cleanup_on_fail=bool(u and u.cleanup_on_fail),
         post_renderer=post))
+
+
+async def _apply_chart_crds(ctx: HelmReleaseContext, hr: HelmRelease, chart: Path,
+                            policy: str, error: type[HelmError], rref: ReleaseRef) -> None:
+    """The chart's ``crds/`` by ``policy``, as the release's service account; a failure
+    is the action's failure (``error``), counted and remediated like any other."""
+    sa = ctx.service_account(hr)
+    who = f"system:serviceaccount:{hr.metadata.namespace}:{sa}" if sa else None
+    try:
+        crds = await asyncio.to_thread(chart_crds, chart)
+        await apply_crds(ctx.kube, crds, policy, impersonate=who,
+                         wait_seconds=_action_timeout(hr, error is InstallError))
+    except CRDError as e:
+        raise error(f"release {rref.name}: {e}", release=rref.name) from None
 
 
 def _max_history(hr: HelmRelease) -> int:

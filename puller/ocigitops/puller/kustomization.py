@@ -41,7 +41,7 @@ from ocigitops.puller.api.kustomization import (
     KustomizationStatus,
     parse_kustomization,
 )
-from ocigitops.puller.api.meta import API_VERSION, FINALIZER
+from ocigitops.puller.api.meta import FINALIZER
 from ocigitops.puller.api.schema import ValidationError
 from ocigitops.puller.apply import (
     OWNER_NAME_LABEL,
@@ -56,7 +56,15 @@ from ocigitops.puller.apply import (
 )
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient, UnknownKindError
-from ocigitops.puller.reconcile import Outcome, begin, prepare
+from ocigitops.puller.reconcile import (
+    CrossNamespaceRefError,
+    DependencyNotReadyError,
+    Outcome,
+    begin,
+    check_dependencies,
+    check_namespace,
+    prepare,
+)
 from ocigitops.puller.runtime.reconciler import (
     Deps,
     ObjectKey,
@@ -98,6 +106,8 @@ class KustomizeContext:
     clock: Callable[[], float] = time.time
     #: Writes the status while a revision is being applied (Reconciling=True).
     progress: Progress = no_progress
+    #: ``--default-service-account``: impersonated when ``serviceAccountName`` is empty.
+    default_service_account: str | None = None
 
     @classmethod
     def from_deps(cls, deps: Deps) -> KustomizeContext:
@@ -106,20 +116,14 @@ class KustomizeContext:
         return cls(kube=deps.kube, cache=deps.cache, sources=deps.sources,
                    served=deps.served, no_cross_namespace_refs=o.no_cross_namespace_refs,
                    strict_substitution=o.strict_substitution,
-                   requeue_dependency=o.requeue_dependency, progress=deps.progress)
+                   requeue_dependency=o.requeue_dependency, progress=deps.progress,
+                   default_service_account=o.default_service_account)
 
 
-class NotReadyError(OcigitopsError):
-    """A dependency or the source is not ready yet: retry later, not a failure."""
-
-
-def _ready(obj: Mapping[str, Any] | None) -> bool:
-    if obj is None:
-        return False
-    md, st = obj.get("metadata") or {}, obj.get("status") or {}
-    ready = cond.find(list(st.get("conditions") or []), cond.READY)
-    return bool(ready and ready.get("status") == cond.TRUE
-                and st.get("observedGeneration") == md.get("generation"))
+#: A dependency is not ready yet: retry later, not a failure.
+NotReadyError = DependencyNotReadyError
+#: A reference to another namespace while ``--no-cross-namespace-refs`` is set.
+AccessDeniedError = CrossNamespaceRefError
 
 
 def _overlay(ks: Kustomization, tree: Path) -> Path:
@@ -259,8 +263,10 @@ async def build(ctx: KustomizeContext, ks: Kustomization, source: SourceArtifact
     return objs
 
 
-def _impersonation(ks: Kustomization) -> str | None:
-    sa = ks.spec.service_account_name
+def _impersonation(ks: Kustomization, ctx: KustomizeContext) -> str | None:
+    """The user applies run as: ``serviceAccountName``, else ``--default-service-account``,
+    a service account of the Kustomization's namespace (None: the controller itself)."""
+    sa = ks.spec.service_account_name or ctx.default_service_account
     return f"system:serviceaccount:{ks.metadata.namespace}:{sa}" if sa else None
 
 
@@ -282,7 +288,7 @@ async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
         try:
             await prune(ctx.kube, old, [], owner=(ks.metadata.namespace, ks.metadata.name),
-                        impersonate=_impersonation(ks))
+                        impersonate=_impersonation(ks, ctx))
         except PruneError as e:
             # Keep the finalizer and what is left: releasing it would orphan those objects.
             status["inventory"] = {"entries": [r.inventory_entry() for r in e.refs]}
@@ -292,7 +298,7 @@ async def finalize(ctx: KustomizeContext, obj: Mapping[str, Any]) -> Outcome:
             return Outcome(status, ks.spec.retry_interval_seconds,
                            [("Warning", cond.PRUNE_FAILED, str(e))], failed=True)
         if policy == "WaitForTermination":
-            left = [r for r in old if await _still_there(ctx, r, _impersonation(ks))]
+            left = [r for r in old if await _still_there(ctx, r, _impersonation(ks, ctx))]
             if left:
                 # The finalizer stays until every object is gone (finalizers of their own
                 # may hold them); checked again shortly.
@@ -383,7 +389,7 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
         status["observedGeneration"] = generation
         return Outcome(status, retry, [("Warning", cond.BUILD_FAILED, msg)], failed=True,
                        add_finalizer=add_finalizer)
-    impersonate = _impersonation(ks)
+    impersonate = _impersonation(ks, ctx)
     old = [ObjRef.from_inventory(e) for e in
            ((status.get("inventory") or {}).get("entries") or [])]
     # The failure's reason comes from the step that failed, not from words in its message
@@ -452,30 +458,18 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
     return Outcome(status, interval, events, changed=changed, add_finalizer=add_finalizer)
 
 
-class AccessDeniedError(OcigitopsError):
-    """A reference to another namespace while ``--no-cross-namespace-refs`` is set."""
-
-
 async def _source(ctx: KustomizeContext, ks: Kustomization) -> SourceArtifact:
     ref = ks.spec.source_ref
     src_ns = ref.namespace or ks.metadata.namespace
-    if ctx.no_cross_namespace_refs and src_ns != ks.metadata.namespace:
-        raise AccessDeniedError(f"can't access '{ref.kind}/{src_ns}/{ref.name}',"
-                                " cross-namespace references have been blocked")
+    check_namespace(ref.kind, src_ns, ref.name, ks.metadata.namespace,
+                    no_cross_namespace_refs=ctx.no_cross_namespace_refs)
     return await get_artifact(ctx.kube, ctx.cache, ctx.sources, ctx.served, ref.kind,
                               src_ns, ref.name)
 
 
 async def _dependencies(ctx: KustomizeContext, ks: Kustomization) -> None:
-    ns = ks.metadata.namespace
-    for dep in ks.spec.depends_on:
-        dep_ns = dep.namespace or ns
-        if ctx.no_cross_namespace_refs and dep_ns != ns:
-            raise AccessDeniedError(f"can't access '{KIND}/{dep_ns}/{dep.name}',"
-                                    " cross-namespace references have been blocked")
-        other = await ctx.kube.get(API_VERSION, KIND, dep.name, dep_ns)
-        if not _ready(other):
-            raise NotReadyError(f"dependency '{dep_ns}/{dep.name}' is not ready")
+    await check_dependencies(ctx.kube, KIND, ks.metadata.namespace, ks.spec.depends_on,
+                             no_cross_namespace_refs=ctx.no_cross_namespace_refs)
 
 
 def references(obj: Mapping[str, Any]) -> list[ObjectKey]:

@@ -248,9 +248,18 @@ class Controller:
                 out.append((rt, obj))
         return out
 
-    def _wake(self, kind: str, key: Key, out: Outcome) -> None:
-        ready = cond.is_true(list(out.status.get("conditions") or []), cond.READY)
-        if not (out.changed or ready):
+    def _wake(self, kind: str, key: Key, out: Outcome,
+              before: Mapping[str, Any] | None = None) -> None:
+        conditions = list(out.status.get("conditions") or [])
+        ready = cond.is_true(conditions, cond.READY)
+        # A Ready condition that turned False (or changed its reason or message while
+        # False): those parked on this object learn why now (a HelmRelease says
+        # "source not ready: <the source's reason>"), not at their next requeue.
+        now = cond.find(conditions, cond.READY) or {}
+        old = cond.find(list((before or {}).get("conditions") or []), cond.READY) or {}
+        failed = now.get("status") == cond.FALSE and any(
+            now.get(k) != old.get(k) for k in ("status", "reason", "message"))
+        if not (out.changed or ready or failed):
             return
         for rt, obj in self._referencing(kind, key):
             other = _key(obj)
@@ -289,7 +298,7 @@ class Controller:
             rt.waiting.add(key)
         else:
             rt.waiting.discard(key)
-        self._wake(rec.kind, key, out)
+        self._wake(rec.kind, key, out, plain.get("status"))
         requeue: float | None = out.requeue_after
         if out.waiting and requeue is not None:
             # Flux's --requeue-dependency: a missing dependency is polled at this period,

@@ -6,13 +6,17 @@ runtime."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from ocigitops.errors import OcigitopsError
 from ocigitops.puller import conditions as cond
-from ocigitops.puller.api.meta import RECONCILE_REQUESTED_AT
+from ocigitops.puller.api.meta import API_VERSION, RECONCILE_REQUESTED_AT
 from ocigitops.puller.api.schema import ValidationError, from_dict, json_name, to_dict
+
+if TYPE_CHECKING:
+    from ocigitops.puller.kube import DynamicClient
 
 
 @dataclass
@@ -122,5 +126,60 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-__all__ = ["Outcome", "Prepared", "Start", "ValidationError", "begin", "merge_patch", "prepare",
-           "typed_status"]
+# -- references: what a Kustomization and a HelmRelease both check before their work -----------
+
+
+class CrossNamespaceRefError(OcigitopsError):
+    """A reference to another namespace while ``--no-cross-namespace-refs`` is set
+    (reason ``AccessDenied``)."""
+
+
+class DependencyNotReadyError(OcigitopsError):
+    """A ``dependsOn`` object is not Ready yet: retry later, not a failure."""
+
+
+class DependencyRef(Protocol):
+    """A ``dependsOn`` entry: a name, and a namespace (None: the object's own)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str | None: ...
+
+
+def is_ready(obj: Mapping[str, Any] | None) -> bool:
+    """Ready=True for the object's current generation."""
+    if obj is None:
+        return False
+    md, st = obj.get("metadata") or {}, obj.get("status") or {}
+    ready = cond.find(list(st.get("conditions") or []), cond.READY)
+    return bool(ready and ready.get("status") == cond.TRUE
+                and st.get("observedGeneration") == md.get("generation"))
+
+
+def check_namespace(kind: str, namespace: str, name: str, own_namespace: str, *,
+                    no_cross_namespace_refs: bool) -> None:
+    """``CrossNamespaceRefError`` for a reference to ``kind/namespace/name`` from
+    ``own_namespace`` when ``--no-cross-namespace-refs`` is set (Flux's message)."""
+    if no_cross_namespace_refs and namespace != own_namespace:
+        raise CrossNamespaceRefError(f"can't access '{kind}/{namespace}/{name}',"
+                                     " cross-namespace references have been blocked")
+
+
+async def check_dependencies(kube: DynamicClient, kind: str, namespace: str,
+                             depends_on: Iterable[DependencyRef], *,
+                             no_cross_namespace_refs: bool) -> None:
+    """Every ``dependsOn`` object of ``kind`` must be Ready (observed generation):
+    ``DependencyNotReadyError`` names the first one that is not."""
+    for dep in depends_on:
+        dep_ns = dep.namespace or namespace
+        check_namespace(kind, dep_ns, dep.name, namespace,
+                        no_cross_namespace_refs=no_cross_namespace_refs)
+        if not is_ready(await kube.get(API_VERSION, kind, dep.name, dep_ns)):
+            raise DependencyNotReadyError(f"dependency '{dep_ns}/{dep.name}' is not ready")
+
+
+__all__ = ["CrossNamespaceRefError", "DependencyNotReadyError", "Outcome", "Prepared", "Start",
+           "ValidationError", "begin", "check_dependencies", "check_namespace", "is_ready",
+           "merge_patch", "prepare", "typed_status"]

@@ -2,8 +2,8 @@
 
 Field names and defaults are Flux's. ``values`` and the fields this controller does not
 implement yet (``kubeConfig``; ``driftDetection`` is read by the reconciler, its
-``ignore`` rules refused; ``postRenderers`` is read by the reconciler, see
-``ocigitops.puller.helmrelease_post``)
+``ignore`` rules by ``ocigitops.puller.helmrelease_drift``; ``postRenderers`` is read by
+the reconciler, see ``ocigitops.puller.helmrelease_post``)
 are free-form in the CRD (:data:`FREEFORM_SCHEMAS`) and kept out of the typed spec: the
 reconciler reads ``values`` as given and refuses the others with ``Stalled=True``, reason
 ``UnsupportedField``, before anything is installed.
@@ -57,7 +57,8 @@ FREEFORM_SCHEMAS: Mapping[str, Mapping[str, Any]] = {
     "values": {**_PRESERVE, "description": "Values merged over the chart's values.yaml, "
                "after valuesFrom."},
     "driftDetection": {**_PRESERVE, "description": "Drift detection: mode disabled "
-                       "(default), warn or enabled; ignore rules are not supported yet."},
+                       "(default), warn or enabled; ignore: rules of paths (JSON pointers) "
+                       "and a target selector, neither reported nor corrected."},
     "postRenderers": {"type": "array", "items": dict(_PRESERVE),
                       "description": "Post-renderers applied in order to what Helm "
                       "rendered: kustomize patches (patch, target) and images (name, "
@@ -212,8 +213,9 @@ class Install:
                                            "JSON schema.", default=False)
     replace: bool = prop("Reuse the name of an uninstalled release.", default=False)
     skip_crds: bool = prop("Deprecated: use crds: Skip.", default=False)
-    crds: CRDsPolicy | None = prop("Skip or Create (default) the chart's crds/.",
-                                   default=None)
+    crds: CRDsPolicy | None = prop("Skip, Create (default: Helm creates the chart's"
+                                   " crds/) or CreateReplace (the controller applies them,"
+                                   " updating existing ones).", default=None)
     create_namespace: bool = prop("Create the target namespace.", default=False)
 
 
@@ -238,7 +240,9 @@ class Upgrade:
                                  default=False)
     cleanup_on_fail: bool = prop("Delete new objects when the upgrade fails.",
                                  default=False)
-    crds: CRDsPolicy | None = prop("Skip (default); Create and CreateReplace are refused.",
+    crds: CRDsPolicy | None = prop("Skip (default), Create (new CRDs only) or"
+                                   " CreateReplace (create and update): the controller"
+                                   " applies the chart's crds/ before upgrading.",
                                    default=None)
 
 

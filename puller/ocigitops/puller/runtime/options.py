@@ -43,3 +43,11 @@ class Options:
     shutdown_timeout: float = 30.0
     #: The kinds to reconcile, by ``--controllers`` name; empty means all.
     controllers: tuple[str, ...] = ()
+    #: Helm processes running at once (binary engine), apart from ``concurrent``: each
+    #: costs about 70 MiB while it runs (``--concurrent-helm``).
+    concurrent_helm: int = 2
+    #: The HelmRelease engine: ``binary`` (the helm 4 binary) or ``sdk`` (``--helm-engine``).
+    helm_engine: str = "binary"
+    #: The service account of their own namespace that Kustomizations and HelmReleases
+    #: without ``serviceAccountName`` impersonate (Flux's ``--default-service-account``).
+    default_service_account: str | None = None
