@@ -30,6 +30,7 @@ bench: install tools
 # Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
 crds: install
 	$(PYTHON) -m ocigitops.puller.crdgen --out-dir deploy/crds
+	$(PYTHON) -m ocigitops.puller.crdgen --set operator --out-dir deploy/operator
 
 # The controller image, built reproducibly without Docker (mmdebstrap + buildah, as root)
 # and pushed: `make image IMAGE=REGISTRY/REPO:TAG` (VARIANT=essential for one with a shell).

@@ -930,6 +930,84 @@ def controller_run_cmd(kubeconfig: str | None, context: str | None, concurrent: 
                   ), log_level)
 
 
+@main.group()
+def operator() -> None:
+    """The operator: installs and upgrades the controller from a distribution artifact."""
+
+
+@operator.command("run")
+@click.option("--kubeconfig", default=None, metavar="FILE", help="Kubeconfig file (default:"
+              " in a Pod its service account, else $KUBECONFIG, else ~/.kube/config).")
+@click.option("--context", default=None, help="Kubeconfig context to use.")
+@click.option("--metrics-addr", default=":8080", show_default=True,
+              help="Where Prometheus metrics are served (HOST:PORT or :PORT; 0 turns off).")
+@click.option("--health-addr", default=":9440", show_default=True,
+              help="Where /healthz and /readyz are served (HOST:PORT or :PORT; 0 turns off).")
+@click.option("--namespace", default="ocigitops-system", show_default=True,
+              help="The namespace whose Instances are reconciled ('' for every one).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Least severe JSON log lines shown.")
+def operator_run_cmd(kubeconfig: str | None, context: str | None, metrics_addr: str,
+                     health_addr: str, namespace: str, log_level: str) -> None:
+    """Reconcile Instances until SIGTERM."""
+    from ocigitops.puller.operator.run import operator_options, serve_operator
+
+    serve_operator(operator_options(kubeconfig, context, metrics_addr, health_addr,
+                                    namespace), log_level)
+
+
+@main.command("install")
+@click.option("--artifact", required=True, metavar="oci://HOST/REPO",
+              help="The distribution artifact's repository (ocigitops dist push).")
+@click.option("--version", default="*", show_default=True, help="A semver range.")
+@click.option("--name", default="ocigitops", show_default=True, help="The Instance's name.")
+@click.option("--namespace", default="ocigitops-system", show_default=True)
+@click.option("--components", default="", help="Reconcilers, comma-separated (default all).")
+@click.option("--insecure", is_flag=True, help="Plain HTTP to the registry.")
+@click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A cosign public key the distribution must be signed with.")
+@click.option("--multitenant", is_flag=True, help="The multi-tenancy lockdown.")
+@click.option("--sync-url", default=None, help="Sync the cluster from this source URL.")
+@click.option("--sync-kind", type=click.Choice(["OCIRepository", "GitRepository"]),
+              default="OCIRepository", show_default=True)
+@click.option("--sync-ref", default="", help="Tag or digest (OCI), branch (Git).")
+@click.option("--sync-path", default="./", show_default=True)
+@click.option("--image", default=None, help="The operator's image (default deploy/operator's).")
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The operator's manifests (default: deploy/operator as installed).")
+@click.option("--skip-operator", is_flag=True, help="Apply only the Instance.")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the Instance is Ready.")
+@click.option("--timeout", type=DURATION, default="5m", show_default=True)
+@click.option("--kubeconfig", default=None, metavar="FILE")
+@click.option("--context", default=None)
+def install_cmd(components: str, **kw: Any) -> None:
+    """Install the operator and an Instance in one command."""
+    from ocigitops.puller.operator.install import InstallRequest, install
+
+    comps = tuple(c.strip() for c in components.split(",") if c.strip())
+    out = _run(install(InstallRequest(components=comps, **kw)))
+    click.echo(f"operator {out.operator} applied; Instance {kw['namespace']}/{kw['name']}"
+               + (f" ready at {out.revision}" if out.ready else " applied"))
+
+
+@main.command("uninstall")
+@click.option("--namespace", default="ocigitops-system", show_default=True)
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The operator's manifests (default: deploy/operator as installed).")
+@click.option("--keep-operator", is_flag=True, help="Remove only the Instances.")
+@click.option("--timeout", type=DURATION, default="5m", show_default=True)
+@click.option("--kubeconfig", default=None, metavar="FILE")
+@click.option("--context", default=None)
+def uninstall_cmd(**kw: Any) -> None:
+    """Remove the Instances (the operator removes the controller; CRDs and your objects
+    stay), then the operator."""
+    from ocigitops.puller.operator.install import UninstallRequest, uninstall
+
+    for line in _run(uninstall(UninstallRequest(**kw))):
+        click.echo(f"deleted {line}")
+
+
 @main.group(name="get")
 def get_() -> None:
     """Show objects and their status."""

@@ -1,9 +1,11 @@
 """Generate the CustomResourceDefinitions of ``ocigitops.dev/v1`` from :mod:`ocigitops.puller.api`.
 
 ``python -m ocigitops.puller.crdgen`` writes ``deploy/crds/ocirepositories.yaml`` and
-``deploy/crds/kustomizations.yaml``; ``--check`` writes nothing and exits 1 when the files
-are missing or differ from what the code generates. Output is deterministic (sorted keys,
-fixed line width), so the committed files are byte-for-byte what the code gives.
+``deploy/crds/kustomizations.yaml`` (and the others); ``--set operator`` writes the
+operator's ``Instance`` CRD into ``deploy/operator/``; ``--check`` writes nothing and exits
+1 when the files are missing or differ from what the code generates. Output is
+deterministic (sorted keys, fixed line width), so the committed files are byte-for-byte
+what the code gives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ocigitops.puller.api import gitrepository as gitrepo
 from ocigitops.puller.api import helmchart as hc
 from ocigitops.puller.api import helmrelease as hr
 from ocigitops.puller.api import helmrepository as hrepo
+from ocigitops.puller.api import instance as inst
 from ocigitops.puller.api import kustomization as ks
 from ocigitops.puller.api import ocirepository as oci
 from ocigitops.puller.api.meta import CATEGORY, GROUP, VERSION
@@ -131,6 +134,19 @@ def helm_release_crd() -> dict[str, Any]:
     return crd
 
 
+def instance_crd() -> dict[str, Any]:
+    """The Instance CRD (the operator's kind, shipped in deploy/operator/)."""
+    crd = _crd(inst.KIND, inst.PLURAL, inst.SINGULAR, inst.SHORT_NAMES, inst.InstanceSpec,
+               inst.InstanceStatus, ".status.lastAppliedRevision")
+    crd["metadata"]["labels"]["app.kubernetes.io/component"] = "operator"
+    return crd
+
+
+def operator_crds() -> dict[str, dict[str, Any]]:
+    """File name -> CRD object, for the operator's kinds (``--set operator``)."""
+    return {"instances.yaml": instance_crd()}
+
+
 def crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD object, for every kind."""
     return {"ocirepositories.yaml": oci_repository_crd(),
@@ -148,23 +164,29 @@ def render(crd: dict[str, Any]) -> str:
     return _HEADER + "---\n" + body
 
 
-def write_crds(out_dir: Path | str = DEFAULT_OUT_DIR) -> list[Path]:
-    """Write every CRD file into ``out_dir``; return the paths written."""
+#: ``--set``: which CRDs (the controller's kinds, or the operator's).
+SETS = {"controller": crds, "operator": operator_crds}
+#: The default ``--out-dir`` of each set.
+DEFAULT_OUT_DIRS = {"controller": DEFAULT_OUT_DIR, "operator": Path("deploy") / "operator"}
+
+
+def write_crds(out_dir: Path | str = DEFAULT_OUT_DIR, which: str = "controller") -> list[Path]:
+    """Write every CRD file of set ``which`` into ``out_dir``; return the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, crd in crds().items():
+    for name, crd in SETS[which]().items():
         path = out / name
         path.write_text(render(crd), encoding="utf-8")
         paths.append(path)
     return paths
 
 
-def stale_crds(out_dir: Path | str = DEFAULT_OUT_DIR) -> list[Path]:
+def stale_crds(out_dir: Path | str = DEFAULT_OUT_DIR, which: str = "controller") -> list[Path]:
     """The CRD files in ``out_dir`` that are missing or differ from the generated ones."""
     out = Path(out_dir)
     stale = []
-    for name, crd in crds().items():
+    for name, crd in SETS[which]().items():
         path = out / name
         if not path.is_file() or path.read_text(encoding="utf-8") != render(crd):
             stale.append(path)
@@ -175,18 +197,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ocigitops.puller.crdgen [--out-dir DIR] [--check]``."""
     parser = argparse.ArgumentParser(prog="python -m ocigitops.puller.crdgen",
                                      description=__doc__)
-    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
-                        help="where the CRD files go (default: deploy/crds under the current"
-                             " directory)")
+    parser.add_argument("--set", dest="which", choices=sorted(SETS), default="controller",
+                        help="the controller's CRDs (default) or the operator's (Instance)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where the CRD files go (default: deploy/crds, or deploy/operator"
+                             " for --set operator, under the current directory)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the files are missing or out of date")
     args = parser.parse_args(argv)
+    out_dir = args.out_dir or DEFAULT_OUT_DIRS[args.which]
     if args.check:
-        stale = stale_crds(args.out_dir)
+        stale = stale_crds(out_dir, args.which)
         for p in stale:
             print(f"out of date: {p} (run python -m ocigitops.puller.crdgen)", file=sys.stderr)
         return 1 if stale else 0
-    for p in write_crds(args.out_dir):
+    for p in write_crds(out_dir, args.which):
         print(p)
     return 0
 

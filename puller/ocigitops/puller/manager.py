@@ -373,8 +373,10 @@ def _parse_selector(selector: str | None) -> dict[str, Any] | None:
 
 
 async def run(opts: Options, *, stop: asyncio.Event | None = None,
-              started: Callable[[Controller], Awaitable[None]] | None = None) -> None:
-    """Run the controller until ``stop`` is set or SIGTERM/SIGINT arrives."""
+              started: Callable[[Controller], Awaitable[None]] | None = None,
+              kinds: tuple[Reconciler[Any], ...] | None = None) -> None:
+    """Run the controller until ``stop`` is set or SIGTERM/SIGINT arrives; ``kinds``
+    replaces the kinds ``opts.controllers`` selects (the operator runs its own)."""
     dyn = DynamicClient.from_kubeconfig(opts.kubeconfig, context=opts.context)
     # Fail at start, in one line naming server and kubeconfig, when the API server cannot
     # be reached: the informers would otherwise retry silently forever. (In a Pod, the
@@ -386,7 +388,7 @@ async def run(opts: Options, *, stop: asyncio.Event | None = None,
         raise
     single, _ = load_kubeconfig(opts.kubeconfig, opts.context)
     client = AsyncClient(config=single, field_manager="ocigitops")
-    ctrl = Controller(opts, client, dyn)
+    ctrl = Controller(opts, client, dyn, kinds)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,1 @@
+"""The operator: installs, upgrades and removes ocigitops from a signed distribution."""
