@@ -37,7 +37,7 @@ import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,12 @@ async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> byte
             raise HelmError(f"helm wrote more than {limit} bytes of output")
 
 
+async def _stop_reads(reads: Sequence[asyncio.Future[bytes]]) -> None:
+    for r in reads:
+        r.cancel()
+    await asyncio.gather(*reads, return_exceptions=True)
+
+
 def _kill(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -189,7 +195,16 @@ async def _kill_and_reap(proc: asyncio.subprocess.Process) -> None:
     _kill(proc)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(REAP_WAIT):
+            # Read the pipes to their end (the writers are dead, so what is left is at most
+            # the pipes' buffers): a reader paused on a full buffer never sees EOF, and its
+            # transport would outlive the event loop.
+            await asyncio.gather(_discard(proc.stdout), _discard(proc.stderr))
             await proc.wait()
+
+
+async def _discard(stream: asyncio.StreamReader | None) -> None:
+    while stream is not None and await stream.read(65536):
+        pass
 
 
 def _dur(seconds: float) -> str:
@@ -261,16 +276,21 @@ class BinaryEngine:
                 start_new_session=True)
         except OSError as e:
             raise EngineUnavailableError(f"cannot run {self.helm}: {e.strerror or e}") from None
+        reads = [asyncio.ensure_future(_read_bounded(proc.stdout, MAX_STDOUT)),
+                 asyncio.ensure_future(_read_bounded(proc.stderr, MAX_STDERR))]
         try:
             async with asyncio.timeout(limit):
-                out, err = await asyncio.gather(_read_bounded(proc.stdout, MAX_STDOUT),
-                                                _read_bounded(proc.stderr, MAX_STDERR))
+                out, err = await asyncio.gather(*reads)
                 code = await proc.wait()
         except TimeoutError:
+            await _stop_reads(reads)
             await _kill_and_reap(proc)
             raise WaitTimeoutError(f"helm {args[0] if args else ''} did not finish within "
                                    f"{limit:.0f}s and was killed") from None
         except BaseException:
+            # One bounded read failed (too much output) or we were cancelled: the other
+            # read must not outlive this call.
+            await _stop_reads(reads)
             await _kill_and_reap(proc)
             raise
         return Outcome(code, out, err)
