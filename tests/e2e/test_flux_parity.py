@@ -35,6 +35,7 @@ from tests.helpers.kube import (
     ready_condition,
     status_of,
     wait_applied,
+    wait_ready_verdict,
 )
 from tests.helpers.publish import configmap, manifest_tree, publish
 from tests.helpers.registries import Registry
@@ -74,10 +75,10 @@ def test_strict_substitution_names_the_undefined_variable(ns: Kube, kube_cluster
         "settings", {"color": "${color}", "peer": "${peer_ip}"})))
     apply_source(ns, "app", host, repo)
     apply_kustomization(ns, "app", "app", postBuild={"substitute": {"color": "red"}})
-    ns.wait("the Kustomization fails on the undefined variable", lambda: (
-        ready_condition(ns, KS, "app").get("status") == "False"
-        and "peer_ip" in ready_condition(ns, KS, "app").get("message", "")), WAIT)
-    assert "not defined" in ready_condition(ns, KS, "app")["message"]
+    failed = wait_ready_verdict(ns, KS, "app", "the Kustomization fails on the undefined variable",
+                                lambda ready, _st: ready.get("status") == "False"
+                                and "peer_ip" in ready.get("message", ""))
+    assert "not defined" in failed["message"]
     assert configmap_data(ns, "settings") is None  # nothing of that revision was applied
     # A default makes it pass, as in Flux.
     rev = publish(host, repo, manifest_tree(tmp_path, "v2", configmap(
@@ -124,9 +125,9 @@ def test_objects_whose_delete_fails_stay_in_the_inventory(ns: Kube, kube_cluster
     publish(host, repo, manifest_tree(tmp_path, "v2", configmap("keep", {"a": "1"})))
     kube_cli(kube_cluster, ns, "reconcile", "kustomization", "app", "--with-source",
              "--timeout", "40", check=False)
-    ns.wait("prune refused", lambda: ready_condition(ns, KS, "app").get("reason") == "PruneFailed",
-            WAIT)
-    assert "gone" in ready_condition(ns, KS, "app")["message"]
+    refused = wait_ready_verdict(ns, KS, "app", "prune refused",
+                                 lambda ready, _st: ready.get("reason") == "PruneFailed")
+    assert "gone" in refused["message"]
     assert inventory() == {"keep", "gone"}
     assert configmap_data(ns, "gone") == {"b": "2"}
 

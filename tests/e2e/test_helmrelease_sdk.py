@@ -20,13 +20,11 @@ from ocigitops.puller.devcluster import Cluster
 from tests.helpers import helmrelease as base
 from tests.helpers.kube import (
     KS,
-    WAIT,
     ControllerProcess,
     Kube,
     apply_kustomization,
     apply_source,
-    ready_condition,
-    status_of,
+    wait_ready_verdict,
 )
 from tests.helpers.publish import configmap, manifest_tree, publish
 from tests.helpers.registries import Registry
@@ -104,10 +102,10 @@ def test_default_service_account_for_kustomizations(ns: Kube, embedded_registry:
     _tenant(ns, grant=False)
     apply_source(ns, "app", host, repo)
     apply_kustomization(ns, "app", "app")  # no serviceAccountName
-    ns.wait("Kustomization refused as the default service account", lambda: ready_condition(
-        ns, KS, "app").get("status") == "False" and status_of(ns, KS, "app").get(
-        "lastAttemptedRevision") == rev, WAIT)
-    message = ready_condition(ns, KS, "app")["message"]
+    message = wait_ready_verdict(
+        ns, KS, "app", "Kustomization refused as the default service account",
+        lambda ready, st: ready.get("status") == "False"
+        and st.get("lastAttemptedRevision") == rev)["message"]
     assert "forbidden" in message, message
     assert f"system:serviceaccount:{ns.namespace}:{TENANT}" in message, message
     assert ns.get("v1", "ConfigMap", "locked") is None

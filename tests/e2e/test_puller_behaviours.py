@@ -32,7 +32,6 @@ from ocigitops.verifier.keys import generate_key_pair
 from tests.helpers.kube import (
     KS,
     OCI,
-    WAIT,
     Kube,
     apply_kustomization,
     apply_source,
@@ -42,6 +41,7 @@ from tests.helpers.kube import (
     ready_condition,
     status_of,
     wait_applied,
+    wait_ready_verdict,
     wait_source_ready,
 )
 from tests.helpers.publish import configmap, manifest_tree, publish
@@ -140,9 +140,9 @@ def test_depends_on_waits_for_ready(ns: Kube, kube_cluster: Cluster,
     # A's source does not exist yet: A cannot become Ready, so B must wait.
     apply_kustomization(ns, "a", "src-a")
     apply_kustomization(ns, "b", "src-b", dependsOn=[{"name": "a"}])
-    ns.wait("B waiting for A", lambda: ready_condition(ns, KS, "b").get("reason")
-            == "DependencyNotReady", WAIT)
-    assert "a' is not ready" in ready_condition(ns, KS, "b")["message"]
+    b_ready = wait_ready_verdict(ns, KS, "b", "B waiting for A", lambda ready, _st: ready.get(
+        "reason") == "DependencyNotReady")
+    assert "a' is not ready" in b_ready["message"]
     # Asked through the CLI, the answer comes at once: B waits for A (not a timeout).
     started = time.monotonic()
     out = kube_cli(kube_cluster, ns, "reconcile", "kustomization", "b", "--timeout", "30",
@@ -217,9 +217,9 @@ def test_impersonation_denied_then_granted(ns: Kube, kube_cluster: Cluster,
               "metadata": {"name": "deployer", "namespace": ns.namespace}})
     apply_source(ns, "app", host, repo)
     apply_kustomization(ns, "app", "app", serviceAccountName="deployer")
-    ns.wait("Kustomization refused by RBAC", lambda: ready_condition(ns, KS, "app").get("status")
-            == "False" and status_of(ns, KS, "app").get("lastAttemptedRevision") == rev, WAIT)
-    message = ready_condition(ns, KS, "app")["message"]
+    message = wait_ready_verdict(ns, KS, "app", "Kustomization refused by RBAC", lambda ready, st:
+                                 ready.get("status") == "False"
+                                 and st.get("lastAttemptedRevision") == rev)["message"]
     assert "forbidden" in message, message
     assert f"system:serviceaccount:{ns.namespace}:deployer" in message, message
     # Refused by the API server, not a health check (the object's name says "ready").
@@ -382,9 +382,8 @@ def test_proxy_secret_is_used(ns: Kube, embedded_registry: Registry, tmp_path: P
               "spec": {"url": f"oci://{embedded_registry.host}/{repo}", "insecure": True,
                        "interval": "1m", "timeout": "10s", "ref": {"tag": "latest"},
                        "proxySecretRef": {"name": "proxy"}}})
-    ns.wait("fetch through the dead proxy fails", lambda: ready_condition(ns, OCI, "app").get(
-        "status") == "False", 40)
-    message = ready_condition(ns, OCI, "app")["message"]
+    message = wait_ready_verdict(ns, OCI, "app", "fetch through the dead proxy fails",
+                                 lambda ready, _st: ready.get("status") == "False")["message"]
     assert "cannot reach" in message, message
     assert "p4ss" not in json.dumps(status_of(ns, OCI, "app"))  # no secret in status
 

@@ -145,6 +145,26 @@ def ready_condition(kube: Kube, kind: str, name: str) -> dict[str, Any]:
     return condition(kube.get(API_VERSION, kind, name), "Ready")
 
 
+def wait_ready_verdict(kube: Kube, kind: str, name: str, what: str,
+                       check: Callable[[dict[str, Any], dict[str, Any]], bool],
+                       timeout: float = WAIT) -> dict[str, Any]:
+    """Until ``check(ready_condition, status)`` holds for our object ``kind/name``; the Ready
+    condition that passed. Read once per poll and returned: a retry starting after the poll
+    turns Ready to Unknown ("Reconciliation in progress"), so a second read can miss it."""
+    seen: dict[str, Any] = {}
+
+    def poll() -> bool:
+        obj = kube.get(API_VERSION, kind, name) or {}
+        ready, status = condition(obj, "Ready"), dict(obj.get("status") or {})
+        if check(ready, status):
+            seen.update(ready)
+            return True
+        return False
+
+    kube.wait(what, poll, timeout)
+    return seen
+
+
 def status_of(kube: Kube, kind: str, name: str) -> dict[str, Any]:
     """The status of our object ``kind/name``, or ``{}``."""
     return dict((kube.get(API_VERSION, kind, name) or {}).get("status") or {})
