@@ -1,7 +1,7 @@
 # Developer entry points. `make test` is what CI runs (.ci/run).
 PYTHON ?= python3
 
-.PHONY: install tools lint test unit integration bench crds image fuzz fuzz-long
+.PHONY: install tools lint test unit integration bench bench-controller crds image fuzz fuzz-long
 
 install:
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -26,6 +26,15 @@ integration: install tools
 
 bench: install tools
 	$(PYTHON) benchmarks/bench_artifacts.py
+
+# The controller against Flux's source-controller and kustomize-controller on one dev cluster
+# (issue 15; on demand, never in `make test`). Builds only what it needs, the Flux
+# controllers included (opt-in in scripts/install-tools), and rewrites benchmarks/RESULTS.md.
+BENCH_PAIRS ?= 100,500
+BENCH_ARGS ?=
+bench-controller: install
+	scripts/install-tools kubernetes etcd kwok kustomize flux-controllers
+	$(PYTHON) benchmarks/bench_controller.py --pairs $(BENCH_PAIRS) --peer flux --log-level info $(BENCH_ARGS)
 
 # Regenerate deploy/crds from the API definitions in puller/api (a unit test checks they match).
 crds: install

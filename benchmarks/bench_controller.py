@@ -58,6 +58,7 @@ from ocigitops.puller.devcluster import (  # noqa: E402
     cluster_down,
     cluster_up,
     free_port,
+    tools_dir,
 )
 from ocigitops.puller.kube import DynamicClient  # noqa: E402
 from ocigitops.reference import parse_reference  # noqa: E402
@@ -120,13 +121,16 @@ def _tag_of(path: str) -> str | None:
 
 
 def write_tree(root: Path) -> Path:
-    """A ConfigMap and a one-replica Deployment, namespace-free."""
+    """A ConfigMap, a one-replica Deployment and its Service, namespace-free."""
     root.mkdir(parents=True)
     (root / "deploy.yaml").write_text(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
         "  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n"
         "    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n"
         "      - name: web\n        image: registry.example/web:v1\n")
+    (root / "svc.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n"
+        "  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n")
     (root / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
                                   "  name: settings\ndata:\n  version: v1\n")
     return root
@@ -161,13 +165,21 @@ def _cond(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
     return {}
 
 
-async def apply_crds(kubeconfig: Path) -> None:
+async def apply_crds(kubeconfig: Path, paths: list[Path] | None = None,
+                     names: tuple[str, ...] = ("ocirepositories.ocigitops.dev",
+                                               "kustomizations.ocigitops.dev")) -> None:
+    """Apply CRDs (ours from deploy/crds by default) and wait for ``names`` to be
+    Established."""
     dyn = DynamicClient.from_kubeconfig(str(kubeconfig))
+    if paths is None:
+        paths = sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml"))
     try:
-        for path in sorted((REPO_ROOT / "deploy" / "crds").glob("*.yaml")):
-            await dyn.apply(yaml.safe_load(path.read_text()), force=True)
+        for path in paths:
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc:
+                    await dyn.apply(doc, force=True)
         deadline = time.monotonic() + 60
-        for name in ("ocirepositories.ocigitops.dev", "kustomizations.ocigitops.dev"):
+        for name in names:
             while True:
                 crd = await dyn.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
                                     name) or {}
@@ -181,15 +193,18 @@ async def apply_crds(kubeconfig: Path) -> None:
 
 
 def pair_objects(i: int, per_ns: int, host: str, src_interval: str, ks_interval: str,
-                 ks_timeout: str, wait: bool = True,
+                 ks_timeout: str, wait: bool = True, flux: bool = False,
+                 ns_prefix: str = "bench",
                  ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Pair ``i``: ours (``ocigitops.dev``) or, with ``flux``, the same spec in Flux's
+    groups (``source.toolkit.fluxcd.io/v1``, ``kustomize.toolkit.fluxcd.io/v1``)."""
     name = f"p{i:04d}"
-    ns = f"bench-{i // per_ns:03d}"
-    src = {"apiVersion": API_VERSION, "kind": "OCIRepository",
+    ns = f"{ns_prefix}-{i // per_ns:03d}"
+    src = {"apiVersion": FLUX_SOURCE_API if flux else API_VERSION, "kind": "OCIRepository",
            "metadata": {"name": name, "namespace": ns},
            "spec": {"url": f"oci://{host}/{REPO}", "insecure": True,
                     "interval": src_interval, "ref": {"tag": name}}}
-    ks = {"apiVersion": API_VERSION, "kind": "Kustomization",
+    ks = {"apiVersion": FLUX_KS_API if flux else API_VERSION, "kind": "Kustomization",
           "metadata": {"name": name, "namespace": ns},
           "spec": {"sourceRef": {"kind": "OCIRepository", "name": name}, "path": "./",
                    "interval": ks_interval, "prune": True, "wait": wait,
@@ -241,11 +256,14 @@ def add_nodes(http: httpx.Client, pairs: int) -> int:
     return want
 
 
-def count_ready(http: httpx.Client, kind_plural: str) -> tuple[int, int]:
-    """(Ready=True, total) of all objects of a kind: one list call."""
-    r = http.get(f"/apis/ocigitops.dev/v1/{kind_plural}")
+def count_ready(http: httpx.Client, kind_plural: str, group_version: str = "ocigitops.dev/v1",
+                ns_prefix: str = "") -> tuple[int, int]:
+    """(Ready=True, total) of all objects of a kind (in namespaces that start with
+    ``ns_prefix``): one list call."""
+    r = http.get(f"/apis/{group_version}/{kind_plural}")
     r.raise_for_status()
-    items = r.json().get("items") or []
+    items = [o for o in r.json().get("items") or []
+             if str(o.get("metadata", {}).get("namespace", "")).startswith(ns_prefix)]
     ready = sum(1 for o in items if _cond(o, "Ready").get("status") == "True")
     return ready, len(items)
 
@@ -290,13 +308,17 @@ def controller_metrics(port: int) -> dict[str, float]:
     return out
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """user+sys CPU seconds of ``pid`` so far (its children, kustomize, not included)."""
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """user+sys CPU seconds of ``pid`` so far; with ``children``, plus those of its
+    waited-for children (ours runs kustomize as a child process; Flux in process)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -315,8 +337,11 @@ def vm_hwm_kib(pid: int) -> int | None:
 
 
 def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry,
-            reglog: RegistryLog) -> dict[str, Any]:
-    out: dict[str, Any] = {"pairs": n}
+            reglog: RegistryLog, rep: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {"pairs": n, "repeat": rep}
+    if rep:
+        tmp = tmp / f"run-{rep}"
+        tmp.mkdir(exist_ok=True)
     state = tmp / f"cluster-{n}"
     t0 = time.perf_counter()
     cluster = cluster_up(state, timeout=180)
@@ -327,7 +352,8 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
     http = kube_http(cluster)
     try:
         asyncio.run(apply_crds(cluster.kubeconfig))
-        out["nodes"] = add_nodes(http, n)
+        systems = 1 + (len(args.flux_concurrent) if args.peer == "flux" else 0)
+        out["nodes"] = add_nodes(http, n * systems)
         namespaces = sorted({f"bench-{i // args.per_namespace:03d}" for i in range(n)})
         objs: list[dict[str, Any]] = []
         for i in range(n):
@@ -363,9 +389,11 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
             time.sleep(0.2)
         hwm_idle = vm_hwm_kib(proc.pid) or 0
         cpu_idle = cpu_seconds(proc.pid) or 0.0
+        cpu_idle_tree = cpu_seconds(proc.pid, children=True) or 0.0
 
         # ---- creation -> all Ready
         reg_mark = reglog.mark()
+        run_mark = reg_mark
         t_create = time.monotonic()
         asyncio.run(create_pairs(cluster.kubeconfig, objs, namespaces))
         out["create_s"] = round(time.monotonic() - t_create, 2)
@@ -389,6 +417,9 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t_create - el)))
         out["ready_s"] = round(ready_s, 1) if ready_s is not None else None
         out["controller_cpu_to_ready_s"] = round((cpu_seconds(proc.pid) or 0.0) - cpu_idle, 1)
+        # With the kustomize processes it runs (Flux runs kustomize in process).
+        out["cpu_to_ready_s"] = round(
+            (cpu_seconds(proc.pid, children=True) or 0.0) - cpu_idle_tree, 1)
         out["timed_out"] = ready_s is None
         for frac in (0.5, 0.9):
             hit = next((t for t, r in progress if r >= math.ceil(frac * n)), None)
@@ -426,13 +457,6 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         out["rss_idle_mib"] = round(hwm_idle / 1024, 1)
         out["window_s"] = round(w_el, 1)
 
-        per_tag: Counter[str] = Counter()
-        kinds: Counter[str] = Counter()
-        for _, method, path, _status in reqs:
-            tag = _tag_of(path)
-            kinds[f"{method} {'manifest' if tag else path}"] += 1
-            if tag:
-                per_tag[tag] += 1
         interval_s = _seconds(args.source_interval)
         scale = interval_s / w_el
         src_reconciles = cm1.get("ocigitops_reconcile_duration_seconds_count:OCIRepository",
@@ -441,43 +465,9 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         ks_reconciles = cm1.get("ocigitops_reconcile_duration_seconds_count:Kustomization",
                                 0) - cm0.get(
             "ocigitops_reconcile_duration_seconds_count:Kustomization", 0)
-        out["registry"] = {
-            "requests": len(reqs), "malformed": len(other),
-            "by_kind": dict(kinds),
-            # Sources are phased by their creation burst: a window shorter than one
-            # interval does not sample each source once, so no rate then.
-            "per_source_per_interval": round(len(reqs) / n * scale, 3)
-            if w_el >= 0.95 * interval_s else None,
-            "per_source_reconcile": round(len(reqs) / src_reconciles, 3)
-            if src_reconciles else None,
-            "sources_hit_count_histogram": dict(Counter(per_tag[f"p{i:04d}"]
-                                                        for i in range(n))),
-            "all_manifest_heads": bool(reqs) and all(
-                m == "HEAD" and _tag_of(p) for _, m, p, _ in reqs) and not other,
-        }
-        # Achieved period: gap between consecutive HEADs of each tag over the whole run.
-        heads: dict[str, list[float]] = defaultdict(list)
-        for t, method, path, _ in reglog.since((0, 0))[0]:
-            tag = _tag_of(path)
-            if method == "HEAD" and tag and tag.startswith("p"):
-                heads[tag].append(t)
-        gaps = [b - a for ts in heads.values() for a, b in itertools.pairwise(ts)]
-        out["registry"]["head_period_median_s"] = round(statistics.median(gaps), 1) \
-            if gaps else None
-        # No source asks twice within one interval: per source, the gaps between its
-        # consecutive requests (any method), from its last request before the window on.
-        by_tag: dict[str, list[float]] = defaultdict(list)
-        for t, _m, path, _ in reglog.since((0, 0))[0]:
-            tag = _tag_of(path)
-            if tag and tag.startswith("p"):
-                by_tag[tag].append(t)
-        steady_gaps = []
-        for ts in by_tag.values():
-            before = [t for t in ts if t < w0]
-            inside = [t for t in ts if w0 <= t <= w0 + w_el]
-            seq = before[-1:] + inside
-            steady_gaps += [b - a for a, b in itertools.pairwise(seq)]
-        out["registry"]["min_gap_s"] = round(min(steady_gaps), 1) if steady_gaps else None
+        out["registry"] = registry_window(reqs, other, reglog.since(run_mark)[0], w0, w_el,
+                                          n, interval_s, src_reconciles)
+        kinds = out["registry"]["by_kind"]
         out["controller_window"] = {"source_reconciles": src_reconciles,
                                     "kustomization_reconciles": ks_reconciles}
 
@@ -519,6 +509,19 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
               f"API {ctrl_total} from the controller (window {out['api']['window_total']}, "
               f"baseline {out['api']['baseline_total']}); RSS peak {out['rss_peak_mib']} MiB",
               flush=True)
+        if args.peer == "flux":
+            # The same cluster, ours stopped; the baseline rate is the one just measured.
+            base_rate = {k: v / w_el for k, v in base.items()}
+            out["flux"] = {}
+            for k, conc in enumerate(args.flux_concurrent):
+                try:
+                    out["flux"][conc] = run_flux(
+                        n, args, tmp, reg, reglog, cluster, http, base_rate, f"flux{k}",
+                        conc, cleanup=k + 1 < len(args.flux_concurrent))
+                except Exception as e:  # keep ours; report Flux's failure
+                    out["flux_error"] = f"{type(e).__name__}: {e}"
+                    print(f"[N={n}] Flux run failed: {out['flux_error']}", flush=True)
+                    break
         return out
     finally:
         if proc is not None and proc.poll() is None:
@@ -529,6 +532,503 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
                 proc.kill()
         http.close()
         cluster_down(state)  # stops every component; the logs stay under state/logs
+
+
+def registry_window(reqs: list[tuple[float, str, str, int]], other: list[tuple[float, str]],
+                    run_reqs: list[tuple[float, str, str, int]], w0: float, w_el: float,
+                    n: int, interval_s: float, src_reconciles: float | None,
+                    ) -> dict[str, Any]:
+    """Registry figures of one steady-state window: ``reqs``/``other`` in the window,
+    ``run_reqs`` every request since this system's pairs were created."""
+    per_tag: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for _, method, path, _status in reqs:
+        tag = _tag_of(path)
+        kinds[f"{method} {'manifest' if tag else path}"] += 1
+        if tag:
+            per_tag[tag] += 1
+    scale = interval_s / w_el
+    out: dict[str, Any] = {
+        "requests": len(reqs), "malformed": len(other),
+        "by_kind": dict(kinds),
+        # Sources are phased by their creation burst: a window shorter than one
+        # interval does not sample each source once, so no rate then.
+        "per_source_per_interval": round(len(reqs) / n * scale, 3)
+        if w_el >= 0.95 * interval_s else None,
+        "per_source_reconcile": round(len(reqs) / src_reconciles, 3)
+        if src_reconciles else None,
+        "sources_hit_count_histogram": dict(Counter(per_tag[f"p{i:04d}"]
+                                                    for i in range(n))),
+        "all_manifest_heads": bool(reqs) and all(
+            m == "HEAD" and _tag_of(p) for _, m, p, _ in reqs) and not other,
+    }
+    # Achieved period: gap between consecutive HEADs of each tag over the whole run.
+    heads: dict[str, list[float]] = defaultdict(list)
+    for t, method, path, _ in run_reqs:
+        tag = _tag_of(path)
+        if method == "HEAD" and tag and tag.startswith("p"):
+            heads[tag].append(t)
+    gaps = [b - a for ts in heads.values() for a, b in itertools.pairwise(ts)]
+    out["head_period_median_s"] = round(statistics.median(gaps), 1) if gaps else None
+    # No source asks twice within one interval: per source, the gaps between its
+    # consecutive requests (any method), from its last request before the window on.
+    by_tag: dict[str, list[float]] = defaultdict(list)
+    for t, _m, path, _ in run_reqs:
+        tag = _tag_of(path)
+        if tag and tag.startswith("p"):
+            by_tag[tag].append(t)
+    steady_gaps = []
+    for ts in by_tag.values():
+        before = [t for t in ts if t < w0]
+        inside = [t for t in ts if w0 <= t <= w0 + w_el]
+        seq = before[-1:] + inside
+        steady_gaps += [b - a for a, b in itertools.pairwise(seq)]
+    out["min_gap_s"] = round(min(steady_gaps), 1) if steady_gaps else None
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The peer: Flux's source-controller and kustomize-controller, as local processes
+# --------------------------------------------------------------------------------------
+
+FLUX_SOURCE_API = "source.toolkit.fluxcd.io/v1"
+FLUX_KS_API = "kustomize.toolkit.fluxcd.io/v1"
+# binary -> tools cache name (scripts/install-tools flux-controllers)
+FLUX_TOOLS = {"source-controller": "flux-source-controller",
+              "kustomize-controller": "flux-kustomize-controller"}
+
+
+def find_flux() -> dict[str, tuple[Path, str]]:
+    """binary -> (path, version) of the Flux controllers in the tools cache."""
+    out: dict[str, tuple[Path, str]] = {}
+    for binary, name in FLUX_TOOLS.items():
+        found = sorted(tools_dir().glob(f"{name}-*/bin/{binary}"))
+        if not found:
+            raise RuntimeError(f"{binary} is not in {tools_dir()}: run "
+                               "`scripts/install-tools flux-controllers`")
+        out[binary] = (found[-1], found[-1].parent.parent.name[len(name) + 1:])
+    return out
+
+
+def flux_crds(tools: dict[str, tuple[Path, str]]) -> list[Path]:
+    """Every CRD of both modules (source-controller watches all its kinds at start)."""
+    paths: list[Path] = []
+    for path, _version in tools.values():
+        paths += sorted((path.parent.parent / "crds").glob("*.yaml"))
+    if not paths:
+        raise RuntimeError("Flux CRDs missing: run `scripts/install-tools flux-controllers`")
+    return paths
+
+
+def flux_metrics(port: int) -> dict[str, float]:
+    """controller-runtime's reconcile counts per controller."""
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        m = re.match(r'^controller_runtime_reconcile_total\{controller="(\w+)",'
+                     r'result="(\w+)"\}\s+(\S+)$', line)
+        if m:
+            key = f"reconciles:{m.group(1)}"
+            out[key] = out.get(key, 0.0) + float(m.group(3))
+    return out
+
+
+def delete_namespaces(http: httpx.Client, prefix: str, timeout: float = 300.0) -> None:
+    """Delete the namespaces of an earlier Flux run while its controllers still run (their
+    finalizers), and wait until they are gone."""
+    def names() -> list[str]:
+        items = http.get("/api/v1/namespaces").json().get("items") or []
+        return [o["metadata"]["name"] for o in items
+                if o["metadata"]["name"].startswith(prefix)]
+    for name in names():
+        http.delete(f"/api/v1/namespaces/{name}")
+    deadline = time.monotonic() + timeout
+    while names() and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry,
+             reglog: RegistryLog, cluster: Cluster, http: httpx.Client,
+             base_rate: dict[str, float], prefix: str, conc: str,
+             cleanup: bool = False) -> dict[str, Any]:
+    """N pairs through Flux's two controllers on the same cluster, in namespaces
+    ``prefix-NNN``; ``conc`` is "default" or a --concurrent for both. With ``cleanup``,
+    the namespaces are deleted before the controllers stop (a later run follows)."""
+    out: dict[str, Any] = {"pairs": n, "concurrent": conc}
+    tools = find_flux()
+    out["versions"] = {b: v for b, (_p, v) in tools.items()}
+    asyncio.run(apply_crds(cluster.kubeconfig, flux_crds(tools),
+                           ("ocirepositories.source.toolkit.fluxcd.io",
+                            "kustomizations.kustomize.toolkit.fluxcd.io")))
+    http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                          "metadata": {"name": "flux-system"}})
+    namespaces = sorted({f"{prefix}-{i // args.per_namespace:03d}" for i in range(n)})
+    objs: list[dict[str, Any]] = []
+    for i in range(n):
+        _, src, ks = pair_objects(i, args.per_namespace, reg.host, args.source_interval,
+                                  args.ks_interval, args.ks_timeout, not args.no_wait,
+                                  flux=True, ns_prefix=prefix)
+        objs += [src, ks]
+    objs.sort(key=lambda o: o["kind"] != "OCIRepository")
+
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
+           "RUNTIME_NAMESPACE": "flux-system"}
+    storage_port = free_port()
+    ports: dict[str, tuple[int, int]] = {b: (free_port(), free_port()) for b in tools}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for binary, (path, _v) in tools.items():
+            metrics_port, health_port = ports[binary]
+            cmd = [str(path), "--enable-leader-election=false",
+                   f"--metrics-addr=127.0.0.1:{metrics_port}",
+                   f"--health-addr=127.0.0.1:{health_port}",
+                   f"--log-level={args.flux_log_level}"]
+            if conc != "default":
+                cmd.append(f"--concurrent={conc}")
+            if binary == "source-controller":
+                (tmp / f"{prefix}-storage-{n}").mkdir(parents=True, exist_ok=True)
+                cmd += [f"--storage-path={tmp / f'{prefix}-storage-{n}'}",
+                        f"--storage-addr=127.0.0.1:{storage_port}",
+                        f"--storage-adv-addr=127.0.0.1:{storage_port}"]
+            logs[binary] = tmp / f"{prefix}-{binary}-{n}.log"
+            with open(logs[binary], "wb") as logf:
+                procs[binary] = subprocess.Popen(cmd, stdout=logf, stderr=logf,
+                                                 stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 90
+        for binary, (_m, health_port) in ports.items():
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{health_port}/readyz",
+                                 timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if procs[binary].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{binary} did not become ready:\n"
+                                       + logs[binary].read_text(errors="replace")[-3000:])
+                time.sleep(0.2)
+        time.sleep(2)  # the informers' initial lists
+        pids = {b: p.pid for b, p in procs.items()}
+        hwm_idle = {b: vm_hwm_kib(pid) or 0 for b, pid in pids.items()}
+        cpu_idle = {b: cpu_seconds(pid, children=True) or 0.0 for b, pid in pids.items()}
+
+        # ---- creation -> all Ready
+        reg_mark = reglog.mark()
+        run_mark = reg_mark
+        t_create = time.monotonic()
+        asyncio.run(create_pairs(cluster.kubeconfig, objs, namespaces))
+        out["create_s"] = round(time.monotonic() - t_create, 2)
+        print(f"[N={n} flux {conc}] created {n} pairs in {out['create_s']}s", flush=True)
+        progress: list[tuple[float, int]] = []
+        hwm = dict(hwm_idle)
+        ready_s: float | None = None
+        while time.monotonic() - t_create < args.ready_timeout:
+            ready, total = count_ready(http, "kustomizations", FLUX_KS_API, prefix + "-")
+            el = time.monotonic() - t_create
+            progress.append((round(el, 1), ready))
+            for b, pid in pids.items():
+                hwm[b] = max(hwm[b], vm_hwm_kib(pid) or 0)
+            if len(progress) % 10 == 0:
+                print(f"[N={n} flux {conc}]   {el:6.1f}s  {ready}/{n} Ready", flush=True)
+            if total == n and ready == n:
+                ready_s = el
+                break
+            for b, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{b} exited:\n"
+                                       + logs[b].read_text(errors="replace")[-3000:])
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - t_create - el)))
+        out["ready_s"] = round(ready_s, 1) if ready_s is not None else None
+        out["timed_out"] = ready_s is None
+        cpu_ready = {b: round((cpu_seconds(pid, children=True) or 0.0) - cpu_idle[b], 1)
+                     for b, pid in pids.items()}
+        out["cpu_to_ready_by_controller_s"] = cpu_ready
+        out["cpu_to_ready_s"] = round(sum(cpu_ready.values()), 1)
+        for frac in (0.5, 0.9):
+            hit = next((t for t, r in progress if r >= math.ceil(frac * n)), None)
+            out[f"ready_{int(frac * 100)}pct_s"] = hit
+        ramp_reqs, _ = reglog.since(reg_mark)
+        out["ramp_registry_requests"] = dict(Counter(m for _, m, _, _ in ramp_reqs))
+        src_ready, _ = count_ready(http, "ocirepositories", FLUX_SOURCE_API, prefix + "-")
+        out["sources_ready"] = src_ready
+        print(f"[N={n} flux {conc}] all Ready: {out['ready_s']}s (50% "
+              f"{out['ready_50pct_s']}s, 90% {out['ready_90pct_s']}s); sources Ready "
+              f"{src_ready}/{n}; CPU {cpu_ready}", flush=True)
+
+        # ---- steady state: one source interval, nothing changing
+        time.sleep(args.settle)
+        window = args.window or _seconds(args.source_interval)
+        fm0 = {b: flux_metrics(ports[b][0]) for b in pids}
+        api0 = apiserver_requests(http)
+        reg_mark = reglog.mark()
+        w0 = time.monotonic()
+        cpu0 = {b: cpu_seconds(pid, children=True) or 0.0 for b, pid in pids.items()}
+        time.sleep(window)
+        api1 = apiserver_requests(http)
+        w_el = time.monotonic() - w0
+        out["cpu_window_s"] = round(sum((cpu_seconds(pid, children=True) or 0.0) - cpu0[b]
+                                        for b, pid in pids.items()), 2)
+        fm1 = {b: flux_metrics(ports[b][0]) for b in pids}
+        reqs, other = reglog.since(reg_mark)
+        for b, pid in pids.items():
+            hwm[b] = max(hwm[b], vm_hwm_kib(pid) or 0)
+        out["rss_peak_by_controller_mib"] = {b: round(v / 1024, 1) for b, v in hwm.items()}
+        out["rss_idle_by_controller_mib"] = {b: round(v / 1024, 1)
+                                             for b, v in hwm_idle.items()}
+        # The sum of the two peaks (what two pods' limits must allow).
+        out["rss_peak_mib"] = round(sum(hwm.values()) / 1024, 1)
+        out["window_s"] = round(w_el, 1)
+        window_reconciles = {f"{b} {k}": fm1[b].get(k, 0) - fm0[b].get(k, 0)
+                             for b in pids for k in fm1[b]}
+        src_reconciles = sum(v for k, v in window_reconciles.items()
+                             if k.startswith("source-controller reconciles:ocirepository"))
+        interval_s = _seconds(args.source_interval)
+        scale = interval_s / w_el
+        out["registry"] = registry_window(reqs, other, reglog.since(run_mark)[0], w0, w_el,
+                                          n, interval_s, src_reconciles)
+        out["controller_window"] = window_reconciles
+        with_ctrl = api1 - api0
+        base = Counter({k: round(v * w_el) for k, v in base_rate.items()})
+        keys = set(with_ctrl) | set(base)
+        diff = {k: with_ctrl.get(k, 0) - base.get(k, 0) for k in keys}
+        diff = {k: v for k, v in diff.items() if v}
+        ctrl_total = sum(diff.values())
+        out["api"] = {
+            "window_total": sum(with_ctrl.values()),
+            "baseline_total": sum(base.values()),
+            "controller_per_interval": round(ctrl_total * scale, 1),
+            "controller_per_pair_per_interval": round(ctrl_total * scale / n, 3),
+            "controller_by_kind": dict(sorted(diff.items(), key=lambda kv: -abs(kv[1]))),
+        }
+        print(f"[N={n} flux {conc}] steady state: registry {len(reqs)} requests in "
+              f"{w_el:.1f}s ({out['registry']['per_source_per_interval']}/source/interval, "
+              f"kinds {out['registry']['by_kind']}); API {ctrl_total} from the controllers "
+              f"(window {out['api']['window_total']}, baseline {out['api']['baseline_total']});"
+              f" RSS peak {out['rss_peak_by_controller_mib']} MiB", flush=True)
+        if cleanup:
+            t = time.monotonic()
+            delete_namespaces(http, prefix + "-")
+            print(f"[N={n} flux {conc}] namespaces deleted in {time.monotonic() - t:.0f}s",
+                  flush=True)
+        return out
+    finally:
+        _stop(procs)
+
+
+# --------------------------------------------------------------------------------------
+# Ours against Flux: ratios, table, RESULTS.md
+# --------------------------------------------------------------------------------------
+
+# ratio name -> field of a result (ours and Flux's alike)
+RATIO_FIELDS = {"ready": "ready_s", "p50": "ready_50pct_s", "p90": "ready_90pct_s",
+                "rss": "rss_peak_mib", "cpu": "cpu_to_ready_s"}
+
+
+def _med(vals: list[Any]) -> float | None:
+    xs = [float(v) for v in vals if v is not None]
+    return round(statistics.median(xs), 2) if xs else None
+
+
+def _pair_sets(results: list[dict[str, Any]], n: int, conc: str,
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ours = [r for r in results if r["pairs"] == n and conc in (r.get("flux") or {})]
+    return ours, [r["flux"][conc] for r in ours]
+
+
+def _get(r: dict[str, Any], field: str) -> Any:
+    cur: Any = r
+    for part in field.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+def flux_ratios(results: list[dict[str, Any]], n: int, conc: str) -> dict[str, float | None]:
+    """ours/flux of the medians over the runs at N (Flux at ``conc``)."""
+    ours, flux = _pair_sets(results, n, conc)
+    out: dict[str, float | None] = {}
+    for name, field in RATIO_FIELDS.items():
+        a = _med([_get(r, field) for r in ours])
+        b = _med([_get(r, field) for r in flux])
+        out[name] = round(a / b, 3) if a is not None and b else None
+    return out
+
+
+COMPARE_ROWS = [  # (label, field, unit)
+    ("all Ready", "ready_s", "s"), ("50% Ready", "ready_50pct_s", "s"),
+    ("90% Ready", "ready_90pct_s", "s"), ("peak RSS", "rss_peak_mib", " MiB"),
+    ("CPU to Ready", "cpu_to_ready_s", "s"),
+    ("registry req / source / interval", "registry.per_source_per_interval", ""),
+    ("API req / interval (server side, minus baseline)", "api.controller_per_interval", ""),
+    ("CPU in the steady window", "_cpu_window", "s"),
+]
+
+
+def _cpu_window(r: dict[str, Any]) -> Any:
+    return r.get("cpu_window_s", r.get("controller_cpu_window_s"))
+
+
+def _row_val(r: dict[str, Any], field: str) -> Any:
+    return _cpu_window(r) if field == "_cpu_window" else _get(r, field)
+
+
+def compare_table(results: list[dict[str, Any]], n: int, conc: str) -> list[str]:
+    """Markdown rows: ours (median) | Flux (median) | ours/flux, one per figure."""
+    ours, flux = _pair_sets(results, n, conc)
+    lines = ["| figure | ocigitops | Flux | ours/flux |", "|---|---|---|---|"]
+    for label, field, unit in COMPARE_ROWS:
+        a = _med([_row_val(r, field) for r in ours])
+        b = _med([_row_val(r, field) for r in flux])
+        ratio = f"{a / b:.2f}" if a is not None and b else "-"
+        lines.append(f"| {label} | {_fmtv(a, unit)} | {_fmtv(b, unit)} | {ratio} |")
+    return lines
+
+
+def _fmtv(v: float | None, unit: str) -> str:
+    return "-" if v is None else f"{v:g}{unit}"
+
+
+def _fmtr(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def print_flux(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    hdr = (f"{'pairs':>6} {'system':<22} {'all Ready':>10} {'50%':>6} {'90%':>6} "
+           f"{'peak RSS':>10} {'CPU':>7} {'reg/src/int':>12} {'API/int':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in results:
+        rows = [("ocigitops", r)] + [(f"flux ({c})", f) for c, f in
+                                     (r.get("flux") or {}).items()]
+        for label, x in rows:
+            ready = f"{x['ready_s']:.1f}s" if x.get("ready_s") is not None else "TIMEOUT"
+            print(f"{x['pairs']:>6} {label:<22} {ready:>10} {_fmt(x.get('ready_50pct_s'))} "
+                  f"{_fmt(x.get('ready_90pct_s'))} {x['rss_peak_mib']:>7.1f}MiB "
+                  f"{x.get('cpu_to_ready_s', 0.0):>6.1f}s "
+                  f"{_fmtn(x['registry']['per_source_per_interval'], 12)} "
+                  f"{x['api']['controller_per_interval']:>8.0f}")
+        for c, f in (r.get("flux") or {}).items():
+            print(f"{r['pairs']:>6} flux ({c}): RSS by controller "
+                  f"{f['rss_peak_by_controller_mib']} MiB, CPU by controller "
+                  f"{f['cpu_to_ready_by_controller_s']} s, versions {f['versions']}, "
+                  f"registry by kind {f['registry']['by_kind']}, API by kind "
+                  f"{dict(list(f['api']['controller_by_kind'].items())[:6])}")
+
+
+def _versions(flux: dict[str, Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {"python": platform.python_version()}
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short",
+                                 "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+        out["ocigitops"] = commit + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        out["ocigitops"] = "?"
+    for name in ("kubernetes", "etcd", "kwok", "kustomize"):
+        found = sorted(tools_dir().glob(f"{name}-v*"))
+        if found:
+            out[name] = found[-1].name[len(name) + 1:]
+    for b, v in ((flux or {}).get("versions") or {}).items():
+        out[f"flux {b}"] = v
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def write_results(path: Path, doc: dict[str, Any], args: argparse.Namespace) -> None:
+    """benchmarks/RESULTS.md, regenerated from one run of this script."""
+    results: list[dict[str, Any]] = doc["results"]
+    first_flux = next((f for r in results for f in (r.get("flux") or {}).values()), None)
+    versions = _versions(first_flux)
+    cmd = "python benchmarks/bench_controller.py " + " ".join(sys.argv[1:])
+    lines = [
+        "# Controller benchmark: ocigitops against Flux",
+        "",
+        f"Generated by `{cmd}` (do not edit by hand; rerun it). See "
+        "`benchmarks/README.md` for what is measured and how.",
+        "",
+        f"- **Date**: {doc['started']}",
+        f"- **Machine**: {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"load average {doc['loadavg_start']} at the start, {doc['loadavg']} at the end",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        f"- **Setup**: one dev cluster per N (kube-apiserver, etcd, kube-controller-manager, "
+        f"kube-scheduler, kwok) on this machine. ocigitops first (`--concurrent "
+        f"{args.concurrent}`, `--log-level {args.log_level}`), then, on the same cluster with "
+        f"ours stopped, Flux's source-controller + kustomize-controller as local processes "
+        f"(`--concurrent`: {', '.join(args.flux_concurrent)}; `--log-level "
+        f"{args.flux_log_level}`) in fresh namespaces. Same artifact (a Deployment, a "
+        f"Service, a ConfigMap), OCIRepository interval {args.source_interval}, "
+        f"Kustomization interval {args.ks_interval}, `wait: {str(not args.no_wait).lower()}`"
+        f", {args.repeat} run(s) per N (medians).",
+    ]
+    if args.note:
+        lines.append(f"- **Note**: {args.note}")
+    if doc.get("error"):
+        lines.append(f"- **Error**: {doc['error']}")
+    lines += ["",
+              "Ratios are ours/Flux from the same run: below 1.0 ocigitops is faster or "
+              "smaller. Absolute times depend on what else the machine runs; the ratios "
+              "are the figures to compare.", ""]
+    lines += ["## Ratios ours/Flux", "",
+              "| pairs | Flux --concurrent | ready | 50% | 90% | peak RSS | CPU to Ready |",
+              "|---|---|---|---|---|---|---|"]
+    for conc, by_n in doc["ratios_by_flux_concurrent"].items():
+        for n_s, r in by_n.items():
+            lines.append(f"| {n_s} | {conc} | {_fmtr(r['ready'])} | {_fmtr(r['p50'])} | "
+                         f"{_fmtr(r['p90'])} | {_fmtr(r['rss'])} | {_fmtr(r['cpu'])} |")
+    ns_list = sorted({r["pairs"] for r in results})
+    for n in ns_list:
+        for conc in args.flux_concurrent:
+            lines += ["", f"## {n} pairs (Flux --concurrent {conc})", ""]
+            lines += compare_table(results, n, conc)
+    lines += ["", "## Every run", "",
+              "| pairs | run | system | all Ready | 50% / 90% | peak RSS | CPU to Ready | "
+              "load avg after |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows = [("ocigitops", r)] + [(f"Flux ({c})", f) for c, f in
+                                     (r.get("flux") or {}).items()]
+        for label, x in rows:
+            extra = ""
+            if "rss_peak_by_controller_mib" in x:
+                extra = " (" + " + ".join(f"{k} {v}" for k, v in
+                                          x["rss_peak_by_controller_mib"].items()) + ")"
+            lines.append(f"| {r['pairs']} | {r.get('repeat', 0) + 1} | {label} | "
+                         f"{_fmtv(x.get('ready_s'), ' s')} | "
+                         f"{_fmtv(x.get('ready_50pct_s'), '')} / "
+                         f"{_fmtv(x.get('ready_90pct_s'), ' s')} | "
+                         f"{_fmtv(x.get('rss_peak_mib'), ' MiB')}{extra} | "
+                         f"{_fmtv(x.get('cpu_to_ready_s'), ' s')} | "
+                         f"{r.get('loadavg_end', '-')} |")
+    if doc.get("targets"):
+        lines += ["", "## Targets (issue 15)", ""]
+        lines += [f"- {v}: {k}" for k, v in doc["targets"].items()]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _seconds(d: str) -> float:
@@ -586,7 +1086,27 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="run the controller under cProfile (keeps controller-N.prof)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (prints it)")
+    ap.add_argument("--peer", choices=["none", "flux"], default="none",
+                    help="flux: after ours, run Flux's source- and kustomize-controller on "
+                         "the same cluster (scripts/install-tools flux-controllers)")
+    ap.add_argument("--flux-concurrent", default="default",
+                    help="comma-separated Flux --concurrent values, each a run of its own "
+                         "('default': each controller's own default)")
+    ap.add_argument("--flux-log-level", default="info", choices=["debug", "info", "error"])
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per N (a fresh cluster each); figures are medians")
+    ap.add_argument("--results", default=None,
+                    help="markdown file to (re)write (default with --peer flux: "
+                         "benchmarks/RESULTS.md; 'none' to skip)")
+    ap.add_argument("--note", default="",
+                    help="a sentence for RESULTS.md (e.g. what else ran on the machine)")
     args = ap.parse_args()
+    args.flux_concurrent = [c.strip() for c in args.flux_concurrent.split(",") if c.strip()]
+    if args.results is None:
+        args.results = str(REPO_ROOT / "benchmarks" / "RESULTS.md") \
+            if args.peer == "flux" else "none"
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_start = [round(x, 2) for x in os.getloadavg()]
     # SIGTERM runs the finally blocks (controller stopped, cluster down, temp dir).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ns_list = [int(x) for x in args.pairs.split(",") if x.strip()]
@@ -608,7 +1128,9 @@ def main() -> int:
             print(f"registry: embedded at {reg.host}, artifact {digest[:19]}... tagged "
                   f"{max(ns_list)} times", flush=True)
             for n in ns_list:
-                results.append(run_one(n, args, tmp, reg, reglog))
+                for rep in range(args.repeat):
+                    results.append(run_one(n, args, tmp, reg, reglog, rep))
+                    results[-1]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except Exception as e:  # report what ran, keep the logs
         error = f"{type(e).__name__}: {e}"
         keep = True
@@ -684,7 +1206,29 @@ def main() -> int:
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
           f"{os.cpu_count()} CPUs (the cluster, registry and controller share them)")
+    ratios: dict[str, dict[str, float | None]] = {}
+    ratios_by_conc: dict[str, dict[str, dict[str, float | None]]] = {}
+    if args.peer == "flux":
+        print()
+        print_flux(results, args)
+        for conc in args.flux_concurrent:
+            ratios_by_conc[conc] = {str(n): flux_ratios(results, n, conc) for n in ns_list}
+        ratios = ratios_by_conc[args.flux_concurrent[0]]
+        for n in ns_list:
+            r = ratios[str(n)]
+            if r["ready"] is not None and n >= 500:
+                targets[f"N={n}: Ready time ratio ours/flux <= 0.5"] = r["ready"] <= 0.5
+            if r["rss"] is not None:
+                targets[f"N={n}: peak RSS ratio ours/flux (two controllers summed) <= 0.5"] \
+                    = r["rss"] <= 0.5
+        print()
+        for name, ok in targets.items():
+            if "ours/flux" in name:
+                print(f"{'PASS' if ok else 'MISS'}  {name}")
     doc = {
+        "peer": args.peer, "flux_concurrent": args.flux_concurrent,
+        "ratios": ratios, "ratios_by_flux_concurrent": ratios_by_conc,
+        "repeat": args.repeat, "started": started, "loadavg_start": load_start,
         "concurrent": args.concurrent, "source_interval": args.source_interval,
         "ks_interval": args.ks_interval, "per_namespace": args.per_namespace,
         "wait": not args.no_wait,
@@ -694,6 +1238,15 @@ def main() -> int:
         "targets": {k: ("PASS" if v else "MISS") for k, v in targets.items()},
         "skipped": skipped,
     }
+    if args.results != "none" and results:
+        write_results(Path(args.results), doc, args)
+        print(f"wrote {args.results}")
+    if ratios:
+        print()
+        for conc, by_n in ratios_by_conc.items():
+            for n_s, r in by_n.items():
+                print(f"ratio ours/flux (flux --concurrent {conc}) N={n_s}: "
+                      + ", ".join(f"{k} {_fmtr(v)}" for k, v in r.items()))
     print("BENCH_JSON " + json.dumps(doc, sort_keys=True))
     return 0
 
