@@ -961,7 +961,8 @@ def operator_run_cmd(kubeconfig: str | None, context: str | None, metrics_addr: 
               help="The distribution artifact's repository (ocigitops dist push).")
 @click.option("--version", default="*", show_default=True, help="A semver range.")
 @click.option("--name", default="ocigitops", show_default=True, help="The Instance's name.")
-@click.option("--namespace", default="ocigitops-system", show_default=True)
+@click.option("--namespace", default="ocigitops-system", show_default=True,
+              help="The operator's and the Instance's namespace (the controller goes there).")
 @click.option("--components", default="", help="Reconcilers, comma-separated (default all).")
 @click.option("--insecure", is_flag=True, help="Plain HTTP to the registry.")
 @click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -969,18 +970,21 @@ def operator_run_cmd(kubeconfig: str | None, context: str | None, metrics_addr: 
 @click.option("--multitenant", is_flag=True, help="The multi-tenancy lockdown.")
 @click.option("--sync-url", default=None, help="Sync the cluster from this source URL.")
 @click.option("--sync-kind", type=click.Choice(["OCIRepository", "GitRepository"]),
-              default="OCIRepository", show_default=True)
+              default="OCIRepository", show_default=True, help="The sync source's kind.")
 @click.option("--sync-ref", default="", help="Tag or digest (OCI), branch (Git).")
-@click.option("--sync-path", default="./", show_default=True)
+@click.option("--sync-path", default="./", show_default=True,
+              help="The path in the sync source that the Kustomization applies.")
 @click.option("--image", default=None, help="The operator's image (default deploy/operator's).")
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The operator's manifests (default: deploy/operator as installed).")
 @click.option("--skip-operator", is_flag=True, help="Apply only the Instance.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the Instance is Ready.")
-@click.option("--timeout", type=DURATION, default="5m", show_default=True)
-@click.option("--kubeconfig", default=None, metavar="FILE")
-@click.option("--context", default=None)
+@click.option("--timeout", type=DURATION, default="5m", show_default=True,
+              help="How long to wait for the Instance to be Ready (a duration: 30s, 5m).")
+@click.option("--kubeconfig", default=None, metavar="FILE",
+              help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).")
+@click.option("--context", default=None, help="Kubeconfig context to use.")
 def install_cmd(components: str, **kw: Any) -> None:
     """Install the operator and an Instance in one command."""
     from ocigitops.puller.operator.install import InstallRequest, install
@@ -992,13 +996,16 @@ def install_cmd(components: str, **kw: Any) -> None:
 
 
 @main.command("uninstall")
-@click.option("--namespace", default="ocigitops-system", show_default=True)
+@click.option("--namespace", default="ocigitops-system", show_default=True,
+              help="The operator's namespace, whose Instances are deleted.")
 @click.option("--manifests", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The operator's manifests (default: deploy/operator as installed).")
 @click.option("--keep-operator", is_flag=True, help="Remove only the Instances.")
-@click.option("--timeout", type=DURATION, default="5m", show_default=True)
-@click.option("--kubeconfig", default=None, metavar="FILE")
-@click.option("--context", default=None)
+@click.option("--timeout", type=DURATION, default="5m", show_default=True,
+              help="How long to wait for the Instances to be gone (a duration: 30s, 5m).")
+@click.option("--kubeconfig", default=None, metavar="FILE",
+              help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).")
+@click.option("--context", default=None, help="Kubeconfig context to use.")
 def uninstall_cmd(**kw: Any) -> None:
     """Remove the Instances (the operator removes the controller; CRDs and your objects
     stay), then the operator."""

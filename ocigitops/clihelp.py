@@ -65,6 +65,20 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "controller run": (
         "ocigitops controller run --kubeconfig ./dev.kubeconfig --controllers oci",
     ),
+    "operator run": (
+        "ocigitops operator run --kubeconfig ./dev.kubeconfig --namespace ocigitops-system",
+    ),
+    "install": (
+        "# the operator and an Instance: the controller from a signed distribution artifact",
+        "ocigitops install --artifact oci://ghcr.io/acme/ocigitops-dist --version '0.x' \\",
+        "  --verify-key cosign.pub --sync-url oci://ghcr.io/acme/fleet --sync-ref prod",
+        "ocigitops install --artifact oci://localhost:5000/dist --insecure --multitenant --no-wait",
+    ),
+    "uninstall": (
+        "# remove the controller and the operator; CRDs, Namespaces and your objects stay",
+        "ocigitops uninstall",
+        "ocigitops uninstall --keep-operator --timeout 2m",
+    ),
     "push chart": (
         "# package ./charts/web and push it to oci://ghcr.io/acme/charts/web:<version>",
         "ocigitops push chart ./charts/web oci://ghcr.io/acme/charts --sign --key cosign.key",
