@@ -686,8 +686,11 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
         objs += [src, ks]
     objs.sort(key=lambda o: o["kind"] != "OCIRepository")
 
+    # GOMEMLIMIT as Flux's install sets it (manifests/bases/*/patch.yaml: the container's
+    # memory limit, 1Gi for both controllers). GOMAXPROCS stays the machine's (in a pod
+    # with kustomize-controller's 1-CPU limit Go would use 1): Flux gets both cores.
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig),
-           "RUNTIME_NAMESPACE": "flux-system"}
+           "RUNTIME_NAMESPACE": "flux-system", "GOMEMLIMIT": "1GiB"}
     storage_port = free_port()
     ports: dict[str, tuple[int, int]] = {b: (free_port(), free_port()) for b in tools}
     procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -29,6 +29,10 @@ from ocigitops.version import __version__
 # imported, and falls back to a stub when that import fails. We never use it, so it is
 # kept out before anything of ours imports httpx: every command starts faster.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+# httpcore imports trio, when it is installed, to support it as a backend (nothing of ours
+# requires it, but some machines have it: 0.15 s of CPU and 4 MiB on every command that
+# talks HTTP, measured on `pull artifact`). Everything here runs on asyncio.
+sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from ocigitops.options import RegistryOptions
