@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
+from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN
 from ocigitops.puller.api.meta import (
     Condition,
+    IntervalTimeoutMixin,
     LocalObjectReference,
     ObjectMeta,
     ReadyMixin,
@@ -85,7 +86,7 @@ class GitRepositoryInclude:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GitRepositorySpec:
+class GitRepositorySpec(IntervalTimeoutMixin):
     """GitRepositorySpec specifies the required configuration to produce an Artifact for a
     Git repository."""
 
@@ -135,16 +136,6 @@ class GitRepositorySpec:
                 if path and ".." in path.replace("\\", "/").split("/"):
                     raise FieldError(f"include[{i}].{name}", f"{path!r} must stay inside"
                                      " the artifact (no '..')")
-
-    @property
-    def interval_seconds(self) -> float:
-        """``interval`` in seconds."""
-        return parse_duration(self.interval)
-
-    @property
-    def timeout_seconds(self) -> float:
-        """``timeout`` in seconds."""
-        return parse_duration(self.timeout)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ocigitops.duration import DURATION_PATTERN, parse_duration
+from ocigitops.duration import DURATION_PATTERN
 from ocigitops.puller.api.meta import (
     NAME_MAX,
     Condition,
+    IntervalMixin,
     ObjectMeta,
     ReadyMixin,
     parse_object,
@@ -62,7 +63,7 @@ class LocalHelmChartSourceReference:
 
 
 @dataclass(frozen=True, kw_only=True)
-class HelmChartSpec:
+class HelmChartSpec(IntervalMixin):
     """HelmChartSpec specifies the desired state of a Helm chart."""
 
     chart: str = prop("The chart's name (HelmRepository) or the path of its folder in the "
@@ -93,11 +94,6 @@ class HelmChartSpec:
             if not v or len(v) > PATH_MAX:
                 raise FieldError(f"valuesFiles[{i}]", "must be a path of 1 to "
                                  f"{PATH_MAX} characters")
-
-    @property
-    def interval_seconds(self) -> float:
-        """``interval`` in seconds."""
-        return parse_duration(self.interval)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ocigitops.duration import parse_duration
 from ocigitops.puller.api.kustomization import CommonMetadata, Patch, ResourceInventory
 from ocigitops.puller.api.meta import (
     NAME_MAX,
     Condition,
+    IntervalTimeoutMixin,
     ObjectMeta,
     parse_object,
 )
@@ -125,7 +125,7 @@ class Uninstall:
 
 
 @dataclass(frozen=True, kw_only=True)
-class InstanceSpec:
+class InstanceSpec(IntervalTimeoutMixin):
     """InstanceSpec defines the desired ocigitops installation."""
 
     distribution: Distribution = prop("Where the controller's manifests come from.")
@@ -146,16 +146,6 @@ class InstanceSpec:
     storage: Storage | None = prop("The artifact cache volume.", default=None)
     uninstall: Uninstall | None = prop("What deletion removes.", default=None)
     suspend: bool = prop("Stop reconciling.", default=False)
-
-    @property
-    def interval_seconds(self) -> float:
-        """``interval`` in seconds."""
-        return parse_duration(self.interval)
-
-    @property
-    def timeout_seconds(self) -> float:
-        """``timeout`` in seconds."""
-        return parse_duration(self.timeout)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from ocigitops.duration import parse_duration
 from ocigitops.puller.api.schema import ValidationError, from_dict, prop
 
 S = TypeVar("S")
@@ -127,6 +128,29 @@ class ReadyMixin:
     def ready(self) -> Condition | None:
         """The Ready condition, if any."""
         return find_condition(self.status.conditions, READY)
+
+
+class IntervalMixin:
+    """``interval_seconds`` for a spec whose ``interval`` is a required duration."""
+
+    interval: str
+
+    @property
+    def interval_seconds(self) -> float:
+        """``interval`` in seconds."""
+        return parse_duration(self.interval)
+
+
+class IntervalTimeoutMixin(IntervalMixin):
+    """``interval_seconds`` and ``timeout_seconds``, both durations the spec requires (or
+    defaults)."""
+
+    timeout: str
+
+    @property
+    def timeout_seconds(self) -> float:
+        """``timeout`` in seconds."""
+        return parse_duration(self.timeout)
 
 
 def object_ident(obj: Mapping[str, Any]) -> str:

@@ -44,6 +44,7 @@ from ocigitops.duration import DURATION_PATTERN, TIMEOUT_PATTERN, parse_duration
 from ocigitops.puller.api.meta import (
     NAME_MAX,
     Condition,
+    IntervalTimeoutMixin,
     LocalObjectReference,
     ObjectMeta,
     ReadyMixin,
@@ -362,7 +363,7 @@ class OCIRepositoryVerification:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OCIRepositorySpec:
+class OCIRepositorySpec(IntervalTimeoutMixin):
     """OCIRepositorySpec defines the desired state of OCIRepository."""
 
     url: str = prop("The OCI repository address, oci://registry/repository, without a tag "
@@ -405,16 +406,6 @@ class OCIRepositorySpec:
         if ":" in path or "@" in path:
             raise FieldError("url", f"{self.url!r} must not contain a tag or digest: use "
                              "spec.ref")
-
-    @property
-    def interval_seconds(self) -> float:
-        """``interval`` in seconds."""
-        return parse_duration(self.interval)
-
-    @property
-    def timeout_seconds(self) -> float:
-        """``timeout`` in seconds."""
-        return parse_duration(self.timeout)
 
 
 # -- status --------------------------------------------------------------------------------
