@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
+from ocigitops.puller.devcluster import Cluster
 from ocigitops.puller.helm.binary import BinaryEngine
 from ocigitops.puller.helm.engine import (
     ChartInput,
@@ -37,7 +37,7 @@ from ocigitops.puller.helm.engine import (
     UpgradeRequest,
 )
 from ocigitops.puller.helm.sdk import SdkEngine
-from tests.helpers.charts import DEPLOYMENT_TEMPLATE
+from tests.helpers.charts import DEPLOYMENT_TEMPLATE, TEST_HOOK_TEMPLATE
 from tests.helpers.kube import Kube, wait_for
 from tests.helpers.tools import tool
 
@@ -52,21 +52,7 @@ data:
   message: {{ required "message is required" .Values.message | quote }}
 """,
     "deploy.yaml": DEPLOYMENT_TEMPLATE,
-    "test.yaml": """apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Release.Name }}-test
-  annotations:
-    "helm.sh/hook": test
-    {{- if .Values.failTest }}
-    "FAIL_ANNOTATION": "true"
-    {{- end }}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: t
-    image: registry.example/test:1
-""".replace("FAIL_ANNOTATION", HELM_TEST_FAIL_ANNOTATION),
+    "test.yaml": TEST_HOOK_TEMPLATE,
 }
 
 

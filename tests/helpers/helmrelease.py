@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from ocigitops.puller.api.meta import API_VERSION
-from ocigitops.puller.devcluster import HELM_TEST_FAIL_ANNOTATION, Cluster
-from tests.helpers.charts import DEPLOYMENT_TEMPLATE
+from ocigitops.puller.devcluster import Cluster
+from tests.helpers.charts import DEPLOYMENT_TEMPLATE, TEST_HOOK_TEMPLATE
 from tests.helpers.cli import ocigitops
 from tests.helpers.kube import ControllerProcess, Kube, condition
 from tests.helpers.registries import Registry
@@ -33,21 +33,7 @@ data:
   note: {{ .Values.extra.note | default "none" | quote }}
 """,
     "deploy.yaml": DEPLOYMENT_TEMPLATE,
-    "test.yaml": """apiVersion: v1
-kind: Pod
-metadata:
-  name: {{ .Release.Name }}-test
-  annotations:
-    "helm.sh/hook": test
-    {{- if .Values.failTest }}
-    "FAIL_ANNOTATION": "true"
-    {{- end }}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: t
-    image: registry.example/test:1
-""".replace("FAIL_ANNOTATION", HELM_TEST_FAIL_ANNOTATION),
+    "test.yaml": TEST_HOOK_TEMPLATE,
 }
 
 
