@@ -731,6 +731,12 @@ class _Starter:
             f"--cluster-signing-cert-file={pki / 'ca.crt'}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Each controller has its own client (service account credentials), throttled
+            # at 20 requests/s by default: hundreds of Deployments created at once then
+            # wait on the Deployment and ReplicaSet controllers' throttles (three writes
+            # per Deployment each, 75 s for 500), whichever controller applied them. The
+            # dev cluster serves tests and benchmarks of our controller, not of these.
+            "--kube-api-qps=200", "--kube-api-burst=400",
             "--leader-elect=false",
             "--profiling=false",
             "--v=1",
