@@ -34,7 +34,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from measure import Sample, console_script, med, rss_via, run_measured  # noqa: E402
+from measure import Sample, byte_compile, console_script, med, rss_via, run_measured  # noqa: E402
 
 from tests.helpers.registries import debian  # noqa: E402
 from tests.helpers.tools import tool  # noqa: E402
@@ -203,6 +203,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (prints it)")
     args = ap.parse_args()
 
+    byte_compile()  # what an installed copy has (see measure.byte_compile)
     ours = console_script()
     if not ours:
         print("ocigitops is not on PATH (pip install -e .)", file=sys.stderr)

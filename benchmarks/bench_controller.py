@@ -46,6 +46,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
+from measure import scrape, wait_ready  # noqa: E402
 
 from ocigitops.artifact import Metadata  # noqa: E402
 from ocigitops.publisher.artifacts import push_artifact  # noqa: E402
@@ -259,8 +260,10 @@ def add_nodes(http: httpx.Client, pairs: int) -> int:
 def count_ready(http: httpx.Client, kind_plural: str, group_version: str = "ocigitops.dev/v1",
                 ns_prefix: str = "") -> tuple[int, int]:
     """(Ready=True, total) of all objects of a kind (in namespaces that start with
-    ``ns_prefix``): one list call."""
-    r = http.get(f"/apis/{group_version}/{kind_plural}")
+    ``ns_prefix``): one list call, served from the API server's watch cache
+    (``resourceVersion=0``): polled every second, a quorum read of every object from etcd
+    cost the cluster more CPU than some of what is measured."""
+    r = http.get(f"/apis/{group_version}/{kind_plural}", params={"resourceVersion": "0"})
     r.raise_for_status()
     items = [o for o in r.json().get("items") or []
              if str(o.get("metadata", {}).get("namespace", "")).startswith(ns_prefix)]
@@ -296,11 +299,7 @@ def apiserver_requests(http: httpx.Client) -> Counter[str]:
 def controller_metrics(port: int) -> dict[str, float]:
     """Reconcile counts and summed durations per kind, and queue depths."""
     out: dict[str, float] = {}
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return out
-    for line in text.splitlines():
+    for line in scrape(port).splitlines():
         m = re.match(r'^(ocigitops_reconcile_duration_seconds_(?:count|sum)|'
                      r'ocigitops_workqueue_depth)\{kind="(\w+)"\}\s+(\S+)$', line)
         if m:
@@ -319,6 +318,20 @@ def cpu_seconds(pid: int, children: bool = False) -> float | None:
     if children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of each dev-cluster component (kube-apiserver, etcd, ...)."""
+    return {c: cpu_seconds(pid) or 0.0 for c, pid in cluster.pids.items()}
+
+
+def cluster_cpu_since(cluster: Cluster, before: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each component used since ``before``, and their ``total``: the work the
+    controller under test caused the cluster to do (the same objects for both systems)."""
+    now = cluster_cpu(cluster)
+    out = {c: round(now[c] - before.get(c, 0.0), 1) for c in now}
+    out["total"] = round(sum(out.values()), 1)
+    return out
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -375,18 +388,7 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{health_port}/readyz",
-                             timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("controller did not become ready:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+        wait_ready(health_port, proc, time.monotonic() + 60, log_path)
         hwm_idle = vm_hwm_kib(proc.pid) or 0
         cpu_idle = cpu_seconds(proc.pid) or 0.0
         cpu_idle_tree = cpu_seconds(proc.pid, children=True) or 0.0
@@ -394,6 +396,8 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         # ---- creation -> all Ready
         reg_mark = reglog.mark()
         run_mark = reg_mark
+        cc0 = cluster_cpu(cluster)
+        api_r0 = apiserver_requests(http)
         t_create = time.monotonic()
         asyncio.run(create_pairs(cluster.kubeconfig, objs, namespaces))
         out["create_s"] = round(time.monotonic() - t_create, 2)
@@ -421,6 +425,12 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         out["cpu_to_ready_s"] = round(
             (cpu_seconds(proc.pid, children=True) or 0.0) - cpu_idle_tree, 1)
         out["timed_out"] = ready_s is None
+        out["cluster_cpu_to_ready_s"] = cluster_cpu_since(cluster, cc0)
+        # Every client's requests until all Ready (the controller's, and what the cluster
+        # does for the objects it applies), by verb and resource.
+        ramp_api = apiserver_requests(http) - api_r0
+        out["api_to_ready"] = {"total": sum(ramp_api.values()),
+                               "by_kind": dict(ramp_api.most_common(25))}
         for frac in (0.5, 0.9):
             hit = next((t for t, r in progress if r >= math.ceil(frac * n)), None)
             out[f"ready_{int(frac * 100)}pct_s"] = hit
@@ -432,7 +442,8 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         out["sources_ready"] = src_ready
         print(f"[N={n}] all Ready: {out['ready_s']}s (50% {out['ready_50pct_s']}s, 90% "
               f"{out['ready_90pct_s']}s); sources Ready {src_ready}/{n}; controller CPU "
-              f"{out['controller_cpu_to_ready_s']}s", flush=True)
+              f"{out['controller_cpu_to_ready_s']}s; cluster CPU "
+              f"{out['cluster_cpu_to_ready_s']}", flush=True)
 
         # ---- steady state: one source interval, nothing changing
         time.sleep(args.settle)
@@ -623,11 +634,7 @@ def flux_crds(tools: dict[str, tuple[Path, str]]) -> list[Path]:
 def flux_metrics(port: int) -> dict[str, float]:
     """controller-runtime's reconcile counts per controller."""
     out: dict[str, float] = {}
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return out
-    for line in text.splitlines():
+    for line in scrape(port).splitlines():
         m = re.match(r'^controller_runtime_reconcile_total\{controller="(\w+)",'
                      r'result="(\w+)"\}\s+(\S+)$', line)
         if m:
@@ -715,17 +722,7 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
                                                  stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 90
         for binary, (_m, health_port) in ports.items():
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{health_port}/readyz",
-                                 timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if procs[binary].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{binary} did not become ready:\n"
-                                       + logs[binary].read_text(errors="replace")[-3000:])
-                time.sleep(0.2)
+            wait_ready(health_port, procs[binary], deadline, logs[binary], binary)
         time.sleep(2)  # the informers' initial lists
         pids = {b: p.pid for b, p in procs.items()}
         hwm_idle = {b: vm_hwm_kib(pid) or 0 for b, pid in pids.items()}
@@ -734,6 +731,8 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
         # ---- creation -> all Ready
         reg_mark = reglog.mark()
         run_mark = reg_mark
+        cc0 = cluster_cpu(cluster)
+        api_r0 = apiserver_requests(http)
         t_create = time.monotonic()
         asyncio.run(create_pairs(cluster.kubeconfig, objs, namespaces))
         out["create_s"] = round(time.monotonic() - t_create, 2)
@@ -759,6 +758,12 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t_create - el)))
         out["ready_s"] = round(ready_s, 1) if ready_s is not None else None
         out["timed_out"] = ready_s is None
+        out["cluster_cpu_to_ready_s"] = cluster_cpu_since(cluster, cc0)
+        # Every client's requests until all Ready (the controller's, and what the cluster
+        # does for the objects it applies), by verb and resource.
+        ramp_api = apiserver_requests(http) - api_r0
+        out["api_to_ready"] = {"total": sum(ramp_api.values()),
+                               "by_kind": dict(ramp_api.most_common(25))}
         cpu_ready = {b: round((cpu_seconds(pid, children=True) or 0.0) - cpu_idle[b], 1)
                      for b, pid in pids.items()}
         out["cpu_to_ready_by_controller_s"] = cpu_ready
@@ -772,7 +777,8 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
         out["sources_ready"] = src_ready
         print(f"[N={n} flux {conc}] all Ready: {out['ready_s']}s (50% "
               f"{out['ready_50pct_s']}s, 90% {out['ready_90pct_s']}s); sources Ready "
-              f"{src_ready}/{n}; CPU {cpu_ready}", flush=True)
+              f"{src_ready}/{n}; CPU {cpu_ready}; cluster CPU "
+              f"{out['cluster_cpu_to_ready_s']}", flush=True)
 
         # ---- steady state: one source interval, nothing changing
         time.sleep(args.settle)
@@ -876,6 +882,8 @@ COMPARE_ROWS = [  # (label, field, unit)
     ("all Ready", "ready_s", "s"), ("50% Ready", "ready_50pct_s", "s"),
     ("90% Ready", "ready_90pct_s", "s"), ("peak RSS", "rss_peak_mib", " MiB"),
     ("CPU to Ready", "cpu_to_ready_s", "s"),
+    ("cluster CPU to Ready (API server, etcd, controller-manager, scheduler, kwok)",
+     "cluster_cpu_to_ready_s.total", "s"),
     ("registry req / source / interval", "registry.per_source_per_interval", ""),
     ("API req / interval (server side, minus baseline)", "api.controller_per_interval", ""),
     ("CPU in the steady window", "_cpu_window", "s"),

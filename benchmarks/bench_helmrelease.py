@@ -49,7 +49,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import httpx  # noqa: E402
 import yaml  # noqa: E402
 from bench_controller import (  # noqa: E402
     _log_summary,
@@ -60,6 +59,7 @@ from bench_controller import (  # noqa: E402
     kube_http,
     vm_hwm_kib,
 )
+from measure import wait_ready  # noqa: E402
 
 from ocigitops.puller.api.meta import API_VERSION  # noqa: E402
 from ocigitops.puller.devcluster import cluster_down, cluster_up, free_port  # noqa: E402
@@ -268,18 +268,7 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, url: str) -> dict[str, 
         with open(log_path, "wb") as logf:
             proc = subprocess.Popen(cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{health_port}/readyz",
-                             timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("controller did not become ready:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
-            time.sleep(0.2)
+        wait_ready(health_port, proc, time.monotonic() + 60, log_path)
         hwm_idle = vm_hwm_kib(proc.pid) or 0
         cpu_idle = cpu_seconds(proc.pid) or 0.0
         ccpu_idle = children_cpu_seconds(proc.pid) or 0.0

@@ -32,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench_artifacts import generate_tree  # noqa: E402
-from measure import Sample, console_script, med, rss_via, run_measured  # noqa: E402
+from measure import Sample, byte_compile, console_script, med, rss_via, run_measured  # noqa: E402
 
 from ocigitops.publisher.trivy import find_trivy  # noqa: E402
 
@@ -45,6 +45,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (prints it)")
     args = ap.parse_args()
 
+    byte_compile()  # what an installed copy has (see measure.byte_compile)
     ours = console_script()
     trivy = find_trivy()
     if not ours or trivy is None:

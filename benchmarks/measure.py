@@ -99,3 +99,55 @@ def console_script(name: str = "ocigitops") -> str | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which(name)
+
+
+def scrape(port: int, timeout: float = 10.0) -> str:
+    """The Prometheus text a local process serves on ``127.0.0.1:port/metrics`` ("" when
+    it cannot be read: a metric that is missing is reported as missing, not as zero)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout).text
+    except httpx.HTTPError:
+        return ""
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], deadline: float, log: Path,
+               what: str = "controller") -> None:
+    """Wait until the local process ``proc`` answers 200 on ``127.0.0.1:port/readyz``;
+    RuntimeError with the tail of its ``log`` when it exits or ``deadline`` (monotonic)
+    passes first."""
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not become ready:\n"
+                               + log.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+
+
+def byte_compile() -> int:
+    """Write the bytecode of every ocigitops module, as ``pip install`` and the controller
+    image do; the number of folders compiled.
+
+    A development checkout run with ``PYTHONDONTWRITEBYTECODE`` (set on some machines)
+    never caches bytecode, so every start compiles our modules again: about 0.5 s of a
+    ``pull artifact`` here, a cost no installed copy pays. Measured commands get the
+    cached bytecode a user's install has.
+    """
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    folders = [root / "ocigitops", *(root / d / "ocigitops" for d in
+                                     ("publisher", "verifier", "puller"))]
+    done = 0
+    for folder in folders:
+        if folder.is_dir():
+            compileall.compile_dir(folder, quiet=1, workers=1)
+            done += 1
+    return done

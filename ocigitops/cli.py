@@ -33,6 +33,10 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 # requires it, but some machines have it: 0.15 s of CPU and 4 MiB on every command that
 # talks HTTP, measured on `pull artifact`). Everything here runs on asyncio.
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+# Likewise h2: httpcore imports its HTTP/2 connection when h2 is installed (about 35 ms
+# on `pull artifact` here); nothing of ours asks for HTTP/2, and httpcore falls back to a
+# stub that only fails if HTTP/2 is requested.
+sys.modules.setdefault("h2", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from ocigitops.options import RegistryOptions

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pathspec
-
 EXCLUDE_VCS = (".git/", ".gitignore", ".gitmodules", ".gitattributes")
 EXCLUDE_EXT = ("*.jpg", "*.jpeg", "*.gif", "*.png", "*.wmv", "*.flv", "*.tar.gz", "*.zip")
 DEFAULT_IGNORE: tuple[str, ...] = EXCLUDE_VCS + EXCLUDE_EXT
@@ -34,6 +32,10 @@ def matcher(patterns: Sequence[str]) -> Callable[[str, bool], bool] | None:
     """A predicate ``(relative_path, is_dir) -> ignored`` or None when nothing is ignored."""
     if not patterns:
         return None
+    # Imported here: pathspec costs ~25 ms at import, and commands that never package
+    # anything (``pull artifact``, every controller start) import this module.
+    import pathspec
+
     spec = pathspec.GitIgnoreSpec.from_lines(patterns)
 
     def excluded(rel: str, is_dir: bool) -> bool:
