@@ -564,17 +564,23 @@ def _default_root(src: Path) -> Path:
     return src
 
 
-def build_kustomization(src: Path, *, root: Path | None = None, timeout: float = 120.0) -> str:
+def build_kustomization(src: Path, *, root: Path | None = None, timeout: float = 120.0,
+                        private: bool = False) -> str:
     """Run the sandboxed ``kustomize build`` of ``src`` and return its YAML output.
 
     Used by the publisher (``--render kustomize``) and by the in-cluster Kustomization:
     a private copy of what the build reads under ``root``, no remote resources, no
-    plugins or exec, load restrictor RootOnly, a timeout.
+    plugins or exec, load restrictor RootOnly, a timeout. ``private``: ``root`` is
+    already a directory only this process writes, holding no symlinks (an artifact the
+    controller just extracted, which refuses links): the build reads it in place, with
+    the same checks, instead of a copy (the copy and its removal were a tenth of the
+    controller's CPU).
     """
-    return _render_kustomize(src, root=root, timeout=timeout)
+    return _render_kustomize(src, root=root, timeout=timeout, private=private)
 
 
-def _render_kustomize(src: Path, *, root: Path | None, timeout: float) -> str:
+def _render_kustomize(src: Path, *, root: Path | None, timeout: float,
+                      private: bool = False) -> str:
     """Build the overlay at ``src`` in a sandbox; return kustomize's stdout."""
     start = src.resolve()
     if not start.is_dir():
@@ -585,6 +591,8 @@ def _render_kustomize(src: Path, *, root: Path | None, timeout: float) -> str:
     if _kustomization_file(start) is None:
         raise RenderError(f"render: {src}: no kustomization.yaml (or .yml, Kustomization)")
     needed = _closure(start, boundary, _user_path)
+    if private:
+        return _render_in_place(start, boundary, needed, timeout)
     with tempfile.TemporaryDirectory(prefix="ocigitops-render-") as tmp:
         sandbox = Path(tmp).resolve()
         tree, home = sandbox / "tree", sandbox / "home"
@@ -604,6 +612,31 @@ def _render_kustomize(src: Path, *, root: Path | None, timeout: float) -> str:
                     label="kustomize", install_name="kustomize",
                     rewrite={str(tree): str(boundary),
                              os.path.join(tmp, "tree"): str(boundary)})
+
+
+def _render_in_place(start: Path, tree: Path, needed: set[Path], timeout: float) -> str:
+    """``kustomize build`` of ``start`` reading the private ``tree`` itself. The sandbox
+    copy's checks are made on what the build reads (``needed``, from :func:`_closure`):
+    no remote reference, and no link at all."""
+    for path in sorted(needed):
+        if not path.is_dir():
+            if path.is_symlink():
+                raise RenderError(f"render: {_user_path(path)} is a symlink; in-place builds"
+                                  " read regular files only")
+            continue
+        for found, ref in _remote_findings(path):
+            raise _remote_error(_user_path(found), ref)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                if Path(dirpath, name).is_symlink():
+                    raise RenderError(f"render: {_user_path(Path(dirpath, name))} is a"
+                                      " symlink; in-place builds read regular files only")
+    with tempfile.TemporaryDirectory(prefix="ocigitops-render-") as tmp:
+        home = Path(tmp)
+        argv = [*find_kustomize(), str(start), "--load-restrictor",
+                "LoadRestrictionsRootOnly"]
+        return _run(argv, cwd=tree, env=_sandbox_env(home), timeout=timeout,
+                    label="kustomize", install_name="kustomize", rewrite={})
 
 
 # ------------------------------------------------------------------------- helm

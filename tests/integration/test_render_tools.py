@@ -238,3 +238,33 @@ def test_chart_dependencies_are_never_downloaded(tmp_path: Path) -> None:
           "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\n")
     message = render_error(chart, "helm", tmp_path / "out")
     assert "missing in charts/ directory: redis" in message
+
+
+# ------------------------------------------------------------------ in place (controller)
+
+
+def test_private_tree_builds_in_place_like_the_sandbox_copy(tmp_path: Path) -> None:
+    # The controller's builds read the tree it just extracted (private, link-free) in place:
+    # the same output as a build of a copy, and the same refusals.
+    repo = tmp_path / "repo"
+    write(repo / "base" / "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
+                                     "  name: cm\ndata:\n  k: v\n")
+    write(repo / "base" / "kustomization.yaml", "resources: [cm.yaml]\n")
+    overlay = write(repo / "ov" / "kustomization.yaml",
+                    "resources: [../base]\nnamePrefix: p-\nnamespace: team\n").parent
+    copied = r.build_kustomization(overlay, root=repo)
+    assert r.build_kustomization(overlay, root=repo, private=True) == copied
+    assert "name: p-cm" in copied and "namespace: team" in copied
+
+    # What the build does not read is not its business (as with the copy).
+    write(repo / "other" / "kustomization.yaml", "resources:\n- github.com/org/r/d?ref=v1\n")
+    assert r.build_kustomization(overlay, root=repo, private=True) == copied
+    write(repo / "base" / "sub" / "kustomization.yaml",
+          "resources:\n- github.com/org/r/d?ref=v1\n")
+    with pytest.raises(RenderError, match="is a remote reference"):
+        r.build_kustomization(overlay, root=repo, private=True)
+
+    (repo / "base" / "sub" / "kustomization.yaml").unlink()
+    (repo / "base" / "link.yaml").symlink_to(repo / "base" / "cm.yaml")
+    with pytest.raises(RenderError, match="is a symlink"):
+        r.build_kustomization(overlay, root=repo, private=True)

@@ -25,7 +25,7 @@ import copy
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ocigitops.errors import OcigitopsError
 from ocigitops.puller.kube import DynamicClient, KubeError, UnknownKindError, split_api_version
@@ -191,8 +191,12 @@ async def _apply_one(dyn: DynamicClient, obj: Mapping[str, Any], dry: Mapping[st
     if policy == "Ignore":
         result.record("skipped", ref)
         return
+    # The dry-run of an object that does not exist yet comes back without a
+    # resourceVersion (nothing was stored); of one that exists, with the live one. A new
+    # object needs no read of the live one: on a first apply that is a GET per object.
+    exists = bool((dry.get("metadata") or {}).get("resourceVersion"))
     live = await dyn.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
-                         impersonate=impersonate)
+                         impersonate=impersonate) if exists else None
     if live is not None and policy == "IfNotPresent":
         result.record("skipped", ref)
         return
@@ -394,20 +398,33 @@ def health(obj: Mapping[str, Any] | None) -> tuple[str, str]:
     return "Current", "exists"
 
 
+class ObjectReader(Protocol):
+    """What :func:`wait_ready` reads through: :meth:`DynamicClient.get`'s signature
+    (a :class:`~ocigitops.puller.readbatch.BatchReader` coalesces concurrent reads)."""
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None, *, impersonate: str | None = None,
+                  ) -> dict[str, Any] | None: ...
+
+
 async def wait_ready(dyn: DynamicClient, refs: Sequence[ObjRef], *, seconds: float,
-                     impersonate: str | None = None, interval: float = 1.0) -> None:
+                     impersonate: str | None = None, interval: float = 1.0,
+                     reader: ObjectReader | None = None) -> None:
     """Wait up to ``seconds`` until every object is Current; ApplyError naming the laggards
     otherwise. Polls after 0.2 s, then backs off to ``interval``: most objects become
-    Current within a second or two of being applied, and a worker waits meanwhile."""
+    Current within a second or two of being applied, and a worker waits meanwhile. The
+    objects of one round are read at once, through ``reader`` when given."""
+    src: ObjectReader = reader or dyn
     deadline = time.monotonic() + seconds
     pending = list(refs)
     pause = min(0.2, interval)
     last: dict[str, str] = {}
     while True:
+        lives = await asyncio.gather(*(
+            src.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
+                    impersonate=impersonate) for ref in pending))
         still: list[ObjRef] = []
-        for ref in pending:
-            live = await dyn.get(ref.api_version, ref.kind, ref.name, ref.namespace or None,
-                                 impersonate=impersonate)
+        for ref, live in zip(pending, lives, strict=True):
             state, why = health(live)
             if state == "Failed":
                 raise ApplyError(f"health check failed for {ref}: {why}", [f"{ref}: {why}"])

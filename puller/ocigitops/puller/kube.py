@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from lightkube.config.client_adapter import AsyncClient as _adapter
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import (
     DEFAULT_KUBECONFIG,
@@ -36,6 +35,13 @@ from ocigitops import exitcodes, httplog
 from ocigitops.errors import ClusterUnreachableError, ConfigurationError, OcigitopsError, UsageError
 
 FIELD_MANAGER = "ocigitops"
+
+#: Connections to the API server: as many kept alive as may be open. httpcore closes an
+#: idle connection whenever more connections than ``max_keepalive_connections`` exist
+#: (it counts all of them, idle or not), so with its defaults (100 open, 20 kept) a busy
+#: controller reconnected, TLS handshake included, for most requests. Each request also
+#: checks every pooled connection, so the pool is kept small: requests beyond it queue.
+API_LIMITS = httpx.Limits(max_connections=16, max_keepalive_connections=16)
 
 
 class KubeError(OcigitopsError):
@@ -170,7 +176,8 @@ class DynamicClient:
         """Build from a kubeconfig file, or as :func:`load_kubeconfig` looks when
         ``path`` is None; ``timeout`` bounds each request."""
         single, source = load_kubeconfig(path, context)
-        http = _adapter(single, ConnectionParams(timeout=httpx.Timeout(timeout)))
+        params = ConnectionParams(timeout=httpx.Timeout(timeout)).httpx_params(single)
+        http = httpx.AsyncClient(**params, limits=API_LIMITS)
         return cls(http, source=source)
 
     def unreachable(self, e: BaseException) -> ClusterUnreachableError:
@@ -244,6 +251,23 @@ class DynamicClient:
         self._raise(resp, f"get {kind} {namespace + '/' if namespace else ''}{name}")
         out: dict[str, Any] = resp.json()
         return out
+
+    async def list_page(self, api_version: str, kind: str, namespace: str | None = None, *,
+                        limit: int = 500, cont: str | None = None,
+                        impersonate: str | None = None,
+                        ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a LIST (``limit`` objects at most, as ``impersonate`` when set):
+        its items and the token of the next page (None on the last)."""
+        info = await self.resource(api_version, kind)
+        params: dict[str, str | int] = {"limit": limit}
+        if cont:
+            params["continue"] = cont
+        resp = await self.http.get(info.path(namespace if info.namespaced else None),
+                                   params=params, headers=self._headers(impersonate))
+        self._raise(resp, f"list {kind}{' in ' + namespace if namespace else ''}")
+        doc = resp.json()
+        return (list(doc.get("items") or []),
+                (doc.get("metadata") or {}).get("continue") or None)
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None, *,
                    labels: str | None = None) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ from ocigitops.puller.apply import (
 )
 from ocigitops.puller.cache import ArtifactCache
 from ocigitops.puller.kube import DynamicClient, UnknownKindError
+from ocigitops.puller.readbatch import BatchReader
 from ocigitops.puller.reconcile import (
     CrossNamespaceRefError,
     DependencyNotReadyError,
@@ -72,6 +73,7 @@ from ocigitops.puller.runtime.reconciler import (
     Reconciler,
     no_progress,
 )
+from ocigitops.puller.runtime.slots import waiting
 from ocigitops.puller.sources.contract import (
     ArtifactNotReadyError,
     SourceArtifact,
@@ -108,6 +110,8 @@ class KustomizeContext:
     progress: Progress = no_progress
     #: ``--default-service-account``: impersonated when ``serviceAccountName`` is empty.
     default_service_account: str | None = None
+    #: Health-check reads (coalesced across Kustomizations; None: one GET per object).
+    reader: BatchReader | None = None
 
     @classmethod
     def from_deps(cls, deps: Deps) -> KustomizeContext:
@@ -117,7 +121,8 @@ class KustomizeContext:
                    served=deps.served, no_cross_namespace_refs=o.no_cross_namespace_refs,
                    strict_substitution=o.strict_substitution,
                    requeue_dependency=o.requeue_dependency, progress=deps.progress,
-                   default_service_account=o.default_service_account)
+                   default_service_account=o.default_service_account,
+                   reader=BatchReader(deps.kube))
 
 
 #: A dependency is not ready yet: retry later, not a failure.
@@ -237,7 +242,9 @@ def _build_sync(ctx: KustomizeContext, ks: Kustomization, source: SourceArtifact
         patterns = read_sourceignore(tree) + ([ignore] if ignore else [])
         _apply_ignore(tree, patterns)
         overlay = _overlay(ks, tree)
-        text = build_kustomization(overlay, root=tree.parent, timeout=ctx.build_timeout)
+        # tmp is ours alone and extraction refuses links: build in place, not on a copy.
+        text = build_kustomization(overlay, root=tree.parent, timeout=ctx.build_timeout,
+                                   private=True)
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -429,7 +436,11 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
                 cond.mark_reconciling(conditions, cond.PROGRESSING, msg, generation)
                 await ctx.progress(obj, status)
             health_start = ctx.clock()
-            await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate)
+            # Only waiting from here: the worker slot goes to the next object meanwhile,
+            # and the reads of every waiting Kustomization are coalesced.
+            async with waiting():
+                await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate,
+                                 reader=ctx.reader)
             cond.set_condition(conditions, cond.HEALTHY, cond.TRUE, cond.SUCCEEDED,
                                f"Health check passed in {ctx.clock() - health_start:.3f}s",
                                generation)

@@ -44,6 +44,7 @@ from ocigitops.puller.runtime.options import Options, default_cache_dir
 from ocigitops.puller.runtime.queue import ShutDown, WorkQueue, jittered
 from ocigitops.puller.runtime.reconciler import Deps, Reconciler
 from ocigitops.puller.runtime.refindex import ReferenceIndex
+from ocigitops.puller.runtime.slots import Slot, Slots, bind
 from ocigitops.regserver import listen_error
 
 log = logging.getLogger("ocigitops.controller")
@@ -174,6 +175,8 @@ class KindRuntime:
     informer: Informer
     #: Objects whose last reconcile waits on something they reference.
     waiting: set[Key] = field(default_factory=set)
+    #: The working slots of this kind, once its workers run.
+    slots: Slots | None = None
 
 
 class Controller:
@@ -306,34 +309,59 @@ class Controller:
             requeue = min(requeue, self.opts.requeue_dependency)
         return requeue
 
-    async def _worker(self, rt: KindRuntime) -> None:
+    async def _process(self, rt: KindRuntime, key: Key, slot: Slot) -> None:
+        """Reconcile one key on its own task, in the working slot it was given."""
         kind, queue, informer = rt.rec.kind, rt.queue, rt.informer
-        while True:
-            try:
-                key = await queue.get()
-            except ShutDown:
-                return
-            start = time.monotonic()
-            try:
-                obj = informer.get(*key)
-                if obj is None:
-                    queue.forget(key)
-                    rt.waiting.discard(key)
-                    continue
-                requeue = await self._handle(rt, key, obj)
+        bind(slot)
+        start = time.monotonic()
+        try:
+            obj = informer.get(*key)
+            if obj is None:
                 queue.forget(key)
-                if requeue:
-                    queue.add_after(key, jittered(requeue))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # a bug or the API server: retry with backoff
-                delay = queue.add_rate_limited(key)
-                log.warning("reconcile failed", extra={"kind": kind, "namespace": key[0],
-                                                       "name": key[1], "error": str(e),
-                                                       "retry_in": round(delay, 1)})
-            finally:
-                queue.done(key)
-                self.metrics.duration.labels(kind).observe(time.monotonic() - start)
+                rt.waiting.discard(key)
+                return
+            requeue = await self._handle(rt, key, obj)
+            queue.forget(key)
+            if requeue:
+                queue.add_after(key, jittered(requeue))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or the API server: retry with backoff
+            delay = queue.add_rate_limited(key)
+            log.warning("reconcile failed", extra={"kind": kind, "namespace": key[0],
+                                                   "name": key[1], "error": str(e),
+                                                   "retry_in": round(delay, 1)})
+        finally:
+            slot.close()
+            queue.done(key)
+            self.metrics.duration.labels(kind).observe(time.monotonic() - start)
+
+    async def _dispatch(self, rt: KindRuntime) -> None:
+        """Hand each queued key to a task of its own while a working slot is free
+        (``--concurrent`` per kind; a reconcile that only waits gives its slot back:
+        :mod:`ocigitops.puller.runtime.slots`)."""
+        slots = Slots(self.opts.concurrent)
+        rt.slots = slots
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                slot = await slots.take()
+                try:
+                    key = await rt.queue.get()
+                except ShutDown:
+                    slot.close()
+                    break
+                task = asyncio.create_task(self._process(rt, key, slot))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            # Shut down: let the reconciles in flight finish (the caller bounds this).
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def run_workers(self) -> None:
         """Workers for every kind until cancelled (only while leading)."""
@@ -342,9 +370,7 @@ class Controller:
         for rt in self.kinds.values():
             for obj in rt.informer.items():
                 rt.queue.add(_key(obj))
-        n = max(1, self.opts.concurrent)
-        await asyncio.gather(*(self._worker(rt) for rt in self.kinds.values()
-                               for _ in range(n)))
+        await asyncio.gather(*(self._dispatch(rt) for rt in self.kinds.values()))
 
     def ready(self) -> bool:
         """Informers synced."""
