@@ -66,9 +66,12 @@ from ocigitops.reference import parse_reference  # noqa: E402
 from ocigitops.registry import RegistryClient  # noqa: E402
 from ocigitops.regserver import BackgroundRegistry  # noqa: E402
 
-READY_TARGET_PAIRS = 500
-READY_TARGET_S = 120.0
+#: All Ready in under this many seconds, by pair count (issue 15: 1,000 pairs in 120 s on
+#: 2 cores; the earlier controller issue asked it of 500).
+READY_TARGETS_S = {500: 120.0, 1000: 120.0}
 RSS_TARGET_MB = 200.0
+#: Controller peak RSS at 1,000 pairs (issue 15).
+RSS_TARGET_1000_MIB = 150.0
 REG_TARGET = 1.0
 REPO = "bench/app"
 PODS_PER_NODE = 100  # a fake node takes 110 pods; leave room for anything else
@@ -1188,12 +1191,26 @@ def main() -> int:
     skipped: list[str] = []
     for r in results:
         n = r["pairs"]
-        if n == READY_TARGET_PAIRS:
+        if n in READY_TARGETS_S:
             how = " (wait: false, diagnostic)" if args.no_wait else ""
-            targets[f"{n} pairs all Ready < {READY_TARGET_S:.0f}s{how}"] = \
-                r.get("ready_s") is not None and r["ready_s"] < READY_TARGET_S
+            targets[f"{n} pairs all Ready < {READY_TARGETS_S[n]:.0f}s{how}"] = \
+                r.get("ready_s") is not None and r["ready_s"] < READY_TARGETS_S[n]
         targets[f"N={n}: controller peak RSS < {RSS_TARGET_MB:.0f} MB"] = \
             r["rss_peak_mib"] * 1.048576 < RSS_TARGET_MB
+        if n >= 1000:
+            targets[f"N={n}: controller peak RSS <= {RSS_TARGET_1000_MIB:.0f} MiB"] = \
+                r["rss_peak_mib"] <= RSS_TARGET_1000_MIB
+        if r["registry"]["per_source_per_interval"] is not None:
+            # Zero writes by the controller in a steady interval: the API server's count,
+            # minus the same window with the controller stopped, of what only it writes
+            # (our objects and their status, events, server-side applies); the cluster's
+            # own writes (leases, endpoints) move the difference by one or two either way.
+            writes = sum(v for k, v in r["api"]["controller_by_kind"].items()
+                         if k.split()[0] in ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+                         and ("ocigitops.dev" in k or k.endswith(" events")
+                              or k.startswith("APPLY ")))
+            targets[f"N={n}: zero API writes by the controller in the steady window"] = \
+                writes <= 0
         # Exactly one manifest HEAD per source per interval: only manifest HEADs in the
         # window, no source asked twice within 0.9 interval (jitter is +-5%), and the
         # rate is 1.0 up to the window's edge effects.
