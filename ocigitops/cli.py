@@ -881,7 +881,8 @@ def controller() -> None:
 @click.option("--context", default=None, help="Kubeconfig context to use (default: its"
               " current context).")
 @click.option("--concurrent", type=int, default=4, show_default=True,
-              help="Workers per kind.")
+              help="Reconciles per kind at work at once (one waiting for health checks "
+                   "gives its slot back meanwhile).")
 @click.option("--metrics-addr", default=":8080", show_default=True,
               help="Where Prometheus metrics are served (HOST:PORT or :PORT; 0 turns off).")
 @click.option("--health-addr", default=":9440", show_default=True,
