@@ -524,6 +524,16 @@ def _copy_ignore(directory: str, names: list[str]) -> set[str]:
     return skipped
 
 
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` without those inside a directory also listed (a whole directory is copied
+    or checked once)."""
+    kept: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):
+        if not any(path.is_relative_to(k) for k in kept if k.is_dir()):
+            kept.append(path)
+    return kept
+
+
 def _copy_into(paths: Iterable[Path], root: Path, dest: Path,
                show: Callable[[Path], str]) -> None:
     """Copy ``paths`` (under ``root``) to the same relative places under ``dest``.
@@ -532,12 +542,8 @@ def _copy_into(paths: Iterable[Path], root: Path, dest: Path,
     ``dest``: an absolute link, or one climbing out of the copy, would let the tool
     read the real filesystem. ``show`` names paths of the copy in messages.
     """
-    kept: list[Path] = []
-    for path in sorted(paths, key=lambda p: len(p.parts)):
-        if not any(path.is_relative_to(k) for k in kept if k.is_dir()):
-            kept.append(path)
     try:
-        for path in kept:
+        for path in _outermost(paths):
             target = dest / path.relative_to(root)
             if path.is_dir():
                 shutil.copytree(path, target, symlinks=True, ignore=_copy_ignore,
@@ -618,7 +624,7 @@ def _render_in_place(start: Path, tree: Path, needed: set[Path], timeout: float)
     """``kustomize build`` of ``start`` reading the private ``tree`` itself. The sandbox
     copy's checks are made on what the build reads (``needed``, from :func:`_closure`):
     no remote reference, and no link at all."""
-    for path in sorted(needed):
+    for path in _outermost(needed):
         if not path.is_dir():
             if path.is_symlink():
                 raise RenderError(f"render: {_user_path(path)} is a symlink; in-place builds"

@@ -175,8 +175,6 @@ class KindRuntime:
     informer: Informer
     #: Objects whose last reconcile waits on something they reference.
     waiting: set[Key] = field(default_factory=set)
-    #: The working slots of this kind, once its workers run.
-    slots: Slots | None = None
 
 
 class Controller:
@@ -341,7 +339,6 @@ class Controller:
         (``--concurrent`` per kind; a reconcile that only waits gives its slot back:
         :mod:`ocigitops.puller.runtime.slots`)."""
         slots = Slots(self.opts.concurrent)
-        rt.slots = slots
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
