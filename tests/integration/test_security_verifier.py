@@ -22,6 +22,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -392,7 +393,9 @@ def test_trusted_key_attestation_does_not_approve(embedded_registry: Registry,
                                                   ci_key: tuple[Any, Path], tmp_path: Path,
                                                   predicate: str | None) -> None:
     reg = embedded_registry
-    repo = "sec/attestation"
+    # A repository of its own: the same tree pushed within the same second has the same
+    # digest, so an earlier parameter's bundle would still be a referrer of it.
+    repo = f"sec/attestation-{uuid.uuid4().hex[:8]}"
     desc = _push(reg, repo, tmp_path)
     # The trusted CI key signed a provenance/scan statement about the digest (a genuine,
     # valid DSSE bundle); the registry serves it as a bundle referrer.
