@@ -69,6 +69,11 @@ from ocigitops.regserver import BackgroundRegistry  # noqa: E402
 #: All Ready in under this many seconds, by pair count (issue 15: 1,000 pairs in 120 s on
 #: 2 cores; the earlier controller issue asked it of 500).
 READY_TARGETS_S = {500: 120.0, 1000: 120.0}
+#: The workload's Service selectors (``--selector``), as RESULTS.md describes them.
+SELECTOR_TEXT = {
+    "per-pair": "each pair's Service selects only its own Pod, through a postBuild variable",
+    "shared": "every Service selects `app: web`, so each selects every Pod of its namespace",
+}
 RSS_TARGET_MB = 200.0
 #: Controller peak RSS at 1,000 pairs (issue 15).
 RSS_TARGET_1000_MIB = 150.0
@@ -125,16 +130,18 @@ def _tag_of(path: str) -> str | None:
 
 
 def write_tree(root: Path) -> Path:
-    """A ConfigMap, a one-replica Deployment and its Service, namespace-free."""
+    """A ConfigMap, a one-replica Deployment and its Service, namespace-free. The
+    Deployment's and the Service's ``app`` label is the postBuild variable ``app``
+    (``web`` when unset), so each pair can select only its own Pod."""
     root.mkdir(parents=True)
     (root / "deploy.yaml").write_text(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n"
-        "  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n"
-        "    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n"
+        "  replicas: 1\n  selector:\n    matchLabels: {app: '${app:=web}'}\n  template:\n"
+        "    metadata:\n      labels: {app: '${app:=web}'}\n    spec:\n      containers:\n"
         "      - name: web\n        image: registry.example/web:v1\n")
     (root / "svc.yaml").write_text(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n"
-        "  selector: {app: web}\n  ports:\n  - port: 80\n    targetPort: 8080\n")
+        "  selector: {app: '${app:=web}'}\n  ports:\n  - port: 80\n    targetPort: 8080\n")
     (root / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n"
                                   "  name: settings\ndata:\n  version: v1\n")
     return root
@@ -198,21 +205,27 @@ async def apply_crds(kubeconfig: Path, paths: list[Path] | None = None,
 
 def pair_objects(i: int, per_ns: int, host: str, src_interval: str, ks_interval: str,
                  ks_timeout: str, wait: bool = True, flux: bool = False,
-                 ns_prefix: str = "bench",
+                 ns_prefix: str = "bench", selector: str = "per-pair",
                  ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Pair ``i``: ours (``ocigitops.dev``) or, with ``flux``, the same spec in Flux's
-    groups (``source.toolkit.fluxcd.io/v1``, ``kustomize.toolkit.fluxcd.io/v1``)."""
+    groups (``source.toolkit.fluxcd.io/v1``, ``kustomize.toolkit.fluxcd.io/v1``).
+    ``selector``: ``per-pair`` gives each pair's Deployment and Service the label
+    ``app: <pair>`` (postBuild); ``shared``: every pair's is ``app: web``, so each Service
+    selects every Pod of its namespace (the workload before 2026-12-02)."""
     name = f"p{i:04d}"
     ns = f"{ns_prefix}-{i // per_ns:03d}"
     src = {"apiVersion": FLUX_SOURCE_API if flux else API_VERSION, "kind": "OCIRepository",
            "metadata": {"name": name, "namespace": ns},
            "spec": {"url": f"oci://{host}/{REPO}", "insecure": True,
                     "interval": src_interval, "ref": {"tag": name}}}
+    ks_spec: dict[str, Any] = {
+        "sourceRef": {"kind": "OCIRepository", "name": name}, "path": "./",
+        "interval": ks_interval, "prune": True, "wait": wait, "timeout": ks_timeout,
+        "targetNamespace": ns, "namePrefix": f"{name}-"}
+    if selector == "per-pair":
+        ks_spec["postBuild"] = {"substitute": {"app": name}}
     ks = {"apiVersion": FLUX_KS_API if flux else API_VERSION, "kind": "Kustomization",
-          "metadata": {"name": name, "namespace": ns},
-          "spec": {"sourceRef": {"kind": "OCIRepository", "name": name}, "path": "./",
-                   "interval": ks_interval, "prune": True, "wait": wait,
-                   "timeout": ks_timeout, "targetNamespace": ns, "namePrefix": f"{name}-"}}
+          "metadata": {"name": name, "namespace": ns}, "spec": ks_spec}
     return ns, src, ks
 
 
@@ -374,7 +387,8 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistry
         objs: list[dict[str, Any]] = []
         for i in range(n):
             _, src, ks = pair_objects(i, args.per_namespace, reg.host, args.source_interval,
-                                      args.ks_interval, args.ks_timeout, not args.no_wait)
+                                      args.ks_interval, args.ks_timeout, not args.no_wait,
+                                      selector=args.selector)
             objs += [src, ks]
         # Sources first, so no Kustomization waits on a source that does not exist yet.
         objs.sort(key=lambda o: o["kind"] != "OCIRepository")
@@ -692,7 +706,7 @@ def run_flux(n: int, args: argparse.Namespace, tmp: Path, reg: BackgroundRegistr
     for i in range(n):
         _, src, ks = pair_objects(i, args.per_namespace, reg.host, args.source_interval,
                                   args.ks_interval, args.ks_timeout, not args.no_wait,
-                                  flux=True, ns_prefix=prefix)
+                                  flux=True, ns_prefix=prefix, selector=args.selector)
         objs += [src, ks]
     objs.sort(key=lambda o: o["kind"] != "OCIRepository")
 
@@ -1018,9 +1032,10 @@ def write_results(path: Path, doc: dict[str, Any], args: argparse.Namespace) -> 
         f"ours stopped, Flux's source-controller + kustomize-controller as local processes "
         f"(`--concurrent`: {', '.join(args.flux_concurrent)}; `--log-level "
         f"{args.flux_log_level}`) in fresh namespaces. Same artifact (a Deployment, a "
-        f"Service, a ConfigMap), OCIRepository interval {args.source_interval}, "
+        f"Service, a ConfigMap; {SELECTOR_TEXT[args.selector]}), {args.per_namespace} pairs "
+        f"per namespace, OCIRepository interval {args.source_interval}, "
         f"Kustomization interval {args.ks_interval}, `wait: {str(not args.no_wait).lower()}`"
-        f", {args.repeat} run(s) per N (medians).",
+        f", runs per N: {_repeat_text(args)} (figures are medians).",
     ]
     if args.note:
         lines.append(f"- **Note**: {args.note}")
@@ -1128,8 +1143,12 @@ def main() -> int:
                     help="comma-separated Flux --concurrent values, each a run of its own "
                          "('default': each controller's own default)")
     ap.add_argument("--flux-log-level", default="info", choices=["debug", "info", "error"])
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per N (a fresh cluster each); figures are medians")
+    ap.add_argument("--repeat", default="1",
+                    help="runs per N (a fresh cluster each; figures are medians): one "
+                         "number for every N, or one per --pairs value (3,3,1)")
+    ap.add_argument("--selector", choices=sorted(SELECTOR_TEXT), default="per-pair",
+                    help="per-pair: each Service selects its own pair's Pod (postBuild "
+                         "variable); shared: every Service selects app: web")
     ap.add_argument("--results", default=None,
                     help="markdown file to (re)write (default with --peer flux: "
                          "benchmarks/RESULTS.md; 'none' to skip)")
@@ -1148,6 +1167,11 @@ def main() -> int:
     # SIGTERM runs the finally blocks (controller stopped, cluster down, temp dir).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ns_list = [int(x) for x in args.pairs.split(",") if x.strip()]
+    reps = [int(x) for x in str(args.repeat).split(",") if x.strip()]
+    if len(reps) not in (1, len(ns_list)) or min(reps) < 1:
+        ap.error("--repeat: one number >= 1, or one per --pairs value")
+    args.repeat = dict(zip(ns_list, reps * len(ns_list) if len(reps) == 1 else reps,
+                           strict=True))
 
     if args.from_json:
         # The report of an earlier run, rendered again (a reporting fix needs no rerun).
@@ -1174,7 +1198,7 @@ def main() -> int:
             print(f"registry: embedded at {reg.host}, artifact {digest[:19]}... tagged "
                   f"{max(ns_list)} times", flush=True)
             for n in ns_list:
-                for rep in range(args.repeat):
+                for rep in range(args.repeat[n]):
                     results.append(run_one(n, args, tmp, reg, reglog, rep))
                     results[-1]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except Exception as e:  # report what ran, keep the logs
@@ -1300,7 +1324,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], error: str |
     doc = {
         "peer": args.peer, "flux_concurrent": args.flux_concurrent,
         "ratios": ratios, "ratios_by_flux_concurrent": ratios_by_conc,
-        "repeat": args.repeat, "started": started, "loadavg_start": load_start,
+        "repeat": {str(k): v for k, v in args.repeat.items()}, "selector": args.selector,
+        "started": started, "loadavg_start": load_start,
         "concurrent": args.concurrent, "source_interval": args.source_interval,
         "ks_interval": args.ks_interval, "per_namespace": args.per_namespace,
         "wait": not args.no_wait,
@@ -1324,6 +1349,14 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], error: str |
                       + ", ".join(f"{k} {_fmtr(v)}" for k, v in r.items()))
     print("BENCH_JSON " + json.dumps(doc, sort_keys=True))
     return 0
+
+
+def _repeat_text(args: argparse.Namespace) -> str:
+    """``3`` or ``100: 3, 1000: 1``."""
+    counts = set(args.repeat.values())
+    if len(counts) == 1:
+        return str(counts.pop())
+    return ", ".join(f"{n}: {k}" for n, k in args.repeat.items())
 
 
 def _fmt(v: float | None) -> str:

@@ -6,8 +6,9 @@
 - A failure that will be retried keeps ``Reconciling=True`` with reason
   ``ProgressingWithRetry``; success removes it.
 - ``Healthy`` appears only with ``wait`` or ``healthChecks``: Unknown while the checks run
-  (with ``Reconciling=True``/``Progressing`` and ``Ready=Unknown`` written at that moment),
-  then True, or False with ``HealthCheckFailed``.
+  (with ``Reconciling=True``/``Progressing`` and ``Ready=Unknown``, written once the
+  reconcile has worked a second: manager.PROGRESS_DELAY_S), then True, or False with
+  ``HealthCheckFailed``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+from typing import Any, cast
+
 import pytest
 
-from ocigitops.puller.apply import ApplyError, ObjRef, health, validate_objects
+from ocigitops.puller.apply import ApplyError, ObjRef, health, validate_objects, wait_ready
 from ocigitops.puller.substitute import SubstitutionError, substitute_objects, substitute_text
 
 pytestmark = pytest.mark.unit
@@ -103,3 +107,33 @@ def test_fetch_failure_reason_comes_from_the_error_type() -> None:
 
     assert reason(AuthenticationError("registry r refused us")) == "AuthenticationFailed"
     assert reason(OcigitopsError("tag 'credentials' not found")) == "OCIArtifactPullFailed"
+
+
+class _Reader:
+    """Serves health reads from a dict and records which objects were read."""
+
+    def __init__(self, objs: Mapping[str, dict[str, Any]]) -> None:
+        self.objs = objs
+        self.read: list[str] = []
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+                  *, impersonate: str | None = None) -> dict[str, Any] | None:
+        self.read.append(f"{kind}/{name}")
+        return self.objs.get(f"{kind}/{name}")
+
+
+def test_wait_ready_reads_only_what_the_apply_did_not_show_current() -> None:
+    cm = ObjRef("", "ConfigMap", "ns", "cm", "v1")
+    dep = ObjRef("apps", "Deployment", "ns", "web", "v1")
+    applied = {cm: {"kind": "ConfigMap", "metadata": {"name": "cm"}},
+               dep: {"kind": "Deployment", "metadata": {"name": "web", "generation": 1},
+                     "spec": {"replicas": 1}, "status": {}}}
+    ready_dep = {**applied[dep], "status": {"observedGeneration": 1, "replicas": 1,
+                                            "updatedReplicas": 1, "availableReplicas": 1}}
+    reader = _Reader({"Deployment/web": ready_dep})
+    asyncio.run(wait_ready(cast(Any, None), [cm, dep], seconds=5, reader=reader,
+                           known=applied))
+    assert reader.read == ["Deployment/web"]  # the ConfigMap was Current as applied
+    reader.read.clear()
+    asyncio.run(wait_ready(cast(Any, None), [cm], seconds=5, reader=reader, known=applied))
+    assert reader.read == []

@@ -109,6 +109,10 @@ class ApplyResult:
 
     changes: dict[str, list[str]] = field(default_factory=dict)
     inventory: list[ObjRef] = field(default_factory=list)
+    #: The server's copy of each object as the apply left it (the apply's answer, or the
+    #: live object when unchanged): a health wait starts from it instead of reading the
+    #: object again (a ConfigMap or a Service is Current as applied).
+    live: dict[ObjRef, Mapping[str, Any]] = field(default_factory=dict)
 
     def record(self, action: str, ref: ObjRef) -> None:
         """Note one action (created, configured, unchanged, skipped, deleted)."""
@@ -202,9 +206,11 @@ async def _apply_one(dyn: DynamicClient, obj: Mapping[str, Any], dry: Mapping[st
         return
     if live is not None and _normalized(live) == _normalized(dry):
         result.record("unchanged", ref)
+        result.live[ref] = live
         return
     try:
-        await dyn.apply(obj, force=policy != "Merge", impersonate=impersonate)
+        result.live[ref] = await dyn.apply(obj, force=policy != "Merge",
+                                           impersonate=impersonate)
     except KubeError as e:
         recreate = force or _annotation(obj, FORCE_ANNOTATION) == "enabled"
         if not (recreate and e.status == 422 and live is not None):
@@ -213,7 +219,7 @@ async def _apply_one(dyn: DynamicClient, obj: Mapping[str, Any], dry: Mapping[st
         await dyn.delete(ref.api_version, ref.kind, ref.name, ref.namespace or None,
                          impersonate=impersonate, propagation="Foreground")
         await _wait_gone(dyn, ref, impersonate, seconds=60)
-        await dyn.apply(obj, force=True, impersonate=impersonate)
+        result.live[ref] = await dyn.apply(obj, force=True, impersonate=impersonate)
     result.record("created" if live is None else "configured", ref)
 
 
@@ -273,7 +279,7 @@ async def apply_set(dyn: DynamicClient, objs: Sequence[Mapping[str, Any]], *,
         await _apply_one(dyn, obj, dry, result, impersonate=impersonate, force=force)
     if stage1:
         await wait_ready(dyn, [ObjRef.of(o) for o in stage1], seconds=wait_timeout,
-                         impersonate=impersonate)
+                         impersonate=impersonate, known=result.live)
     if later:
         for obj in later:
             ref = ObjRef.of(obj)
@@ -409,14 +415,20 @@ class ObjectReader(Protocol):
 
 async def wait_ready(dyn: DynamicClient, refs: Sequence[ObjRef], *, seconds: float,
                      impersonate: str | None = None, interval: float = 1.0,
-                     reader: ObjectReader | None = None) -> None:
+                     reader: ObjectReader | None = None,
+                     known: Mapping[ObjRef, Mapping[str, Any]] | None = None) -> None:
     """Wait up to ``seconds`` until every object is Current; ApplyError naming the laggards
     otherwise. Polls after 0.2 s, then backs off to ``interval``: most objects become
     Current within a second or two of being applied, and a worker waits meanwhile. The
-    objects of one round are read at once, through ``reader`` when given."""
+    objects of one round are read at once, through ``reader`` when given. ``known``: the
+    server's copies the caller already has (:attr:`ApplyResult.live`); those already
+    Current are not read at all, the others are read from the first round on."""
     src: ObjectReader = reader or dyn
     deadline = time.monotonic() + seconds
-    pending = list(refs)
+    known = known or {}
+    pending = [r for r in refs if r not in known or health(known[r])[0] != "Current"]
+    if not pending:
+        return
     pause = min(0.2, interval)
     last: dict[str, str] = {}
     while True:

@@ -31,7 +31,7 @@ from lightkube.config.kubeconfig import (
 )
 from lightkube.core.exceptions import ConfigError
 
-from ocigitops import exitcodes, httplog
+from ocigitops import exitcodes, httplog, netstream
 from ocigitops.errors import ClusterUnreachableError, ConfigurationError, OcigitopsError, UsageError
 
 FIELD_MANAGER = "ocigitops"
@@ -178,6 +178,7 @@ class DynamicClient:
         single, source = load_kubeconfig(path, context)
         params = ConnectionParams(timeout=httpx.Timeout(timeout)).httpx_params(single)
         http = httpx.AsyncClient(**params, limits=API_LIMITS)
+        netstream.install(http)
         return cls(http, source=source)
 
     def unreachable(self, e: BaseException) -> ClusterUnreachableError:

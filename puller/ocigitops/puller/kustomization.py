@@ -440,7 +440,7 @@ async def reconcile(obj: Mapping[str, Any], ctx: KustomizeContext) -> Outcome:
             # and the reads of every waiting Kustomization are coalesced.
             async with waiting():
                 await wait_ready(ctx.kube, checks, seconds=timeout, impersonate=impersonate,
-                                 reader=ctx.reader)
+                                 reader=ctx.reader, known=result.live)
             cond.set_condition(conditions, cond.HEALTHY, cond.TRUE, cond.SUCCEEDED,
                                f"Health check passed in {ctx.clock() - health_start:.3f}s",
                                generation)
