@@ -270,6 +270,20 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+@functools.cache
+def _shared_context(*, verify: bool) -> ssl.SSLContext:
+    """The process's one TLS context for registries without their own CA or client
+    certificate: the system trust store (as docker and containerd use, not certifi's
+    bundle, so enterprise CAs installed on the host just work), or, for ``verify=False``,
+    none. A context is about a millisecond of OpenSSL work and the controller makes a
+    client per reconcile; a context is safe to share between connections."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class RegistryClient:
     """One client for any number of registries; use as ``async with RegistryClient() as c``.
 
@@ -316,15 +330,15 @@ class RegistryClient:
         self._insecure_hosts = set() if isinstance(insecure, bool) else set(insecure)
         #: Loopback hosts found to speak plain HTTP (see the class docstring).
         self._plain_loopback: set[str] = set()
-        verify: ssl.SSLContext | bool
+        verify: ssl.SSLContext
         if self._insecure_all:
-            verify = False  # plain HTTP only: no TLS context to build
-        else:
-            # The system trust store (as docker and containerd use), not certifi's bundle:
-            # enterprise CAs installed on the host just work, and it loads lazily.
+            verify = _shared_context(verify=False)  # plain HTTP only: never used for TLS
+        elif ca_file or cert_file:
             verify = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             if cert_file:
                 verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+        else:
+            verify = _shared_context(verify=True)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             # identity: a compressed answer could expand past every bound we set on reads.
