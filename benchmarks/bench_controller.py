@@ -975,8 +975,8 @@ def print_flux(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                   f"{dict(list(f['api']['controller_by_kind'].items())[:6])}")
 
 
-def _versions(flux: dict[str, Any] | None) -> dict[str, str]:
-    out: dict[str, str] = {"python": platform.python_version()}
+def code_version() -> str:
+    """``<commit>`` or ``<commit> + uncommitted changes`` (tracked files) of this checkout."""
     try:
         commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short",
                                  "HEAD"], capture_output=True, text=True,
@@ -984,9 +984,16 @@ def _versions(flux: dict[str, Any] | None) -> dict[str, str]:
         dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
                                 "--untracked-files=no"], capture_output=True, text=True,
                                check=True).stdout.strip()
-        out["ocigitops"] = commit + (" + uncommitted changes" if dirty else "")
+        return commit + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        out["ocigitops"] = "?"
+        return "?"
+
+
+def _versions(flux: dict[str, Any] | None, code: str | None = None) -> dict[str, str]:
+    """Versions of what ran; ``code``: the checkout's version taken when the run started
+    (an edit made while a long run goes on is not what was measured)."""
+    out: dict[str, str] = {"python": platform.python_version(),
+                           "ocigitops": code or code_version()}
     for name in ("kubernetes", "etcd", "kwok", "kustomize"):
         found = sorted(tools_dir().glob(f"{name}-v*"))
         if found:
@@ -1163,6 +1170,7 @@ def main() -> int:
         args.results = str(REPO_ROOT / "benchmarks" / "RESULTS.md") \
             if args.peer == "flux" else "none"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    args.code_version = code_version()
     load_start = [round(x, 2) for x in os.getloadavg()]
     # SIGTERM runs the finally blocks (controller stopped, cluster down, temp dir).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1333,7 +1341,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], error: str |
         "python": platform.python_version(),
         "loadavg": load_end or [round(x, 2) for x in load],
         "versions": versions or _versions(next(
-            (f for r in results for f in (r.get("flux") or {}).values()), None)),
+            (f for r in results for f in (r.get("flux") or {}).values()), None),
+            getattr(args, "code_version", None)),
         "results": results, "error": error,
         "targets": {k: ("PASS" if v else "MISS") for k, v in targets.items()},
         "skipped": skipped,

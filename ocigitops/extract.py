@@ -483,26 +483,28 @@ def _check_merge(tree: Path, output: Path) -> None:
     pull never writes through a link: it could point anywhere), a folder where it has a
     file, or a folder it would write into that is not writable."""
     hint = "move it away, or pull with --clean to replace the whole directory"
-    writable: set[Path] = set()
     for dirpath, dirnames, filenames in os.walk(tree):
-        rel = Path(dirpath).relative_to(tree)
-        here = output / rel
-        if not here.is_dir():
-            continue  # created by the pull: nothing of the user's below it
-        if here not in writable:
-            if not os.access(here, os.W_OK | os.X_OK):
-                raise OutputConflictError(f"{here} is not writable: the artifact has files"
-                                          " there")
-            writable.add(here)
+        # Only folders ``output`` already has are walked (the others are pruned below):
+        # nothing of the user's is under a folder the pull creates, and a pull into an
+        # empty directory checks the top level alone.
+        here = output / Path(dirpath).relative_to(tree)
+        if not os.access(here, os.W_OK | os.X_OK):
+            raise OutputConflictError(f"{here} is not writable: the artifact has files"
+                                      " there")
+        existing: list[str] = []
         for name in dirnames:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 st = os.lstat(here / name)
-                if stat.S_ISLNK(st.st_mode):
-                    raise OutputConflictError(f"{here / name} is a symbolic link where the"
-                                              f" artifact has a folder: {hint}")
-                if not stat.S_ISDIR(st.st_mode):
-                    raise OutputConflictError(f"{here / name} is a file where the artifact"
-                                              f" has a folder: {hint}")
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise OutputConflictError(f"{here / name} is a symbolic link where the"
+                                          f" artifact has a folder: {hint}")
+            if not stat.S_ISDIR(st.st_mode):
+                raise OutputConflictError(f"{here / name} is a file where the artifact"
+                                          f" has a folder: {hint}")
+            existing.append(name)
+        dirnames[:] = existing
         for name in filenames:
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISDIR(os.lstat(here / name).st_mode):
