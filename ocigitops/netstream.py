@@ -62,11 +62,10 @@ class _Stream(httpcore.AsyncNetworkStream):
 
 
 class CachedSocketBackend(httpcore.AsyncNetworkBackend):
-    """Wraps another backend (httpcore's own by default); its streams keep their
-    socket."""
+    """Wraps the pool's own backend; its streams keep their socket."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self._inner = inner if inner is not None else httpcore.AnyIOBackend()
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
