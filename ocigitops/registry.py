@@ -271,12 +271,13 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 
 @functools.cache
-def _shared_context(*, verify: bool) -> ssl.SSLContext:
+def shared_context(*, verify: bool) -> ssl.SSLContext:
     """The process's one TLS context for registries without their own CA or client
     certificate: the system trust store (as docker and containerd use, not certifi's
     bundle, so enterprise CAs installed on the host just work), or, for ``verify=False``,
     none. A context is about a millisecond of OpenSSL work and the controller makes a
-    client per reconcile; a context is safe to share between connections."""
+    client per reconcile; a context is safe to share between connections. Never change
+    the one returned: build your own to add a CA or a client certificate."""
     if verify:
         return ssl.create_default_context()
     # Not create_default_context: it loads the whole trust store (20-40 ms) to trust
@@ -335,13 +336,13 @@ class RegistryClient:
         self._plain_loopback: set[str] = set()
         verify: ssl.SSLContext
         if self._insecure_all:
-            verify = _shared_context(verify=False)  # plain HTTP only: never used for TLS
+            verify = shared_context(verify=False)  # plain HTTP only: never used for TLS
         elif ca_file or cert_file:
             verify = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             if cert_file:
                 verify.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
         else:
-            verify = _shared_context(verify=True)
+            verify = shared_context(verify=True)
         self._http = httpx.AsyncClient(
             verify=verify, timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             # identity: a compressed answer could expand past every bound we set on reads.

@@ -52,6 +52,7 @@ from ocigitops.puller.git.errors import (
 from ocigitops.puller.git.pack import check_pack
 from ocigitops.puller.git.ssh import PinnedParamikoVendor
 from ocigitops.puller.git.url import GitURL
+from ocigitops.registry import shared_context
 
 #: The largest ref advertisement read (a repository with 100,000 refs is ~6 MB).
 MAX_REFS_BYTES = 32 * 1024 * 1024
@@ -124,7 +125,11 @@ class _BoundedHttpClient(Urllib3HttpGitClient):
         return resp, bounded
 
 
-def _tls_context(auth: GitAuth, tmp: Path) -> ssl.SSLContext:
+def _tls_context(auth: GitAuth) -> ssl.SSLContext:
+    """The system's roots plus the Secret's ``ca.crt`` and client certificate (without
+    either, the process's shared context)."""
+    if not auth.ca and not (auth.cert and auth.key):
+        return shared_context(verify=True)
     ctx = ssl.create_default_context()
     if auth.ca:
         try:
@@ -132,23 +137,22 @@ def _tls_context(auth: GitAuth, tmp: Path) -> ssl.SSLContext:
         except (ssl.SSLError, ValueError):
             raise GitAuthError("the Secret's ca.crt is not a PEM certificate bundle") from None
     if auth.cert and auth.key:
-        cert, key = tmp / "tls.crt", tmp / "tls.key"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(auth.key)
-        cert.write_bytes(auth.cert)
-        try:
-            ctx.load_cert_chain(str(cert), str(key))
-        except (ssl.SSLError, ValueError):
-            raise GitAuthError("the Secret's tls.crt/tls.key are not a matching PEM"
-                               " certificate and key") from None
-        finally:
-            key.unlink(missing_ok=True)
-            cert.unlink(missing_ok=True)
+        # load_cert_chain reads files only: a private folder, removed at once.
+        with tempfile.TemporaryDirectory(prefix="ocigitops-git-tls-") as tmp:
+            cert, key = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(auth.key)
+            cert.write_bytes(auth.cert)
+            try:
+                ctx.load_cert_chain(str(cert), str(key))
+            except (ssl.SSLError, ValueError):
+                raise GitAuthError("the Secret's tls.crt/tls.key are not a matching PEM"
+                                   " certificate and key") from None
     return ctx
 
 
-def _pool(remote: Remote, tmp: Path) -> urllib3.PoolManager:
+def _pool(remote: Remote) -> urllib3.PoolManager:
     headers: dict[str, str] = {"User-Agent": "git/ocigitops"}
     if remote.auth.bearer_token:
         headers["Authorization"] = f"Bearer {remote.auth.bearer_token}"
@@ -156,7 +160,7 @@ def _pool(remote: Remote, tmp: Path) -> urllib3.PoolManager:
                               "retries": urllib3.Retry(total=3, connect=0, read=0,
                                                        redirect=3, status=0)}
     if remote.url.scheme == "https":
-        kwargs["ssl_context"] = _tls_context(remote.auth, tmp)
+        kwargs["ssl_context"] = _tls_context(remote.auth)
     if remote.proxy is not None:
         proxy_headers = None
         if remote.proxy.username:
@@ -179,16 +183,15 @@ def _client(remote: Remote, budget: _Budget) -> Iterator[tuple[GitClient, str]]:
                            vendor=vendor, thin_packs=False)  # type: ignore[arg-type]
         yield ssh, remote.url.path
         return
-    with tempfile.TemporaryDirectory(prefix="ocigitops-git-tls-") as tmp:
-        pool = _pool(remote, Path(tmp))
-        client = _BoundedHttpClient(remote.url.base + "/", pool_manager=pool,
-                                    username=remote.auth.username,
-                                    password=remote.auth.password, thin_packs=False)
-        client.budget = budget
-        try:
-            yield client, remote.url.path
-        finally:
-            pool.clear()
+    pool = _pool(remote)
+    client = _BoundedHttpClient(remote.url.base + "/", pool_manager=pool,
+                                username=remote.auth.username,
+                                password=remote.auth.password, thin_packs=False)
+    client.budget = budget
+    try:
+        yield client, remote.url.path
+    finally:
+        pool.clear()
 
 
 def _translate(e: BaseException, remote: Remote, what: str) -> OcigitopsError | None:

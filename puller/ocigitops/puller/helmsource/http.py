@@ -43,6 +43,7 @@ from ocigitops.errors import (
     RegistryUnreachableError,
     SizeLimitError,
 )
+from ocigitops.registry import shared_context
 
 MAX_REDIRECTS = 10
 #: Flux's default ``--helm-chart-max-size`` (a chart archive, compressed).
@@ -96,10 +97,11 @@ def tls_from_secret(data: Mapping[str, bytes], where: str) -> TLSMaterial:
 
 
 def ssl_context(tls: TLSMaterial | None) -> ssl.SSLContext:
-    """The TLS context: the system's roots plus ``ca.crt``, and the client certificate."""
+    """The TLS context: the system's roots plus ``ca.crt``, and the client certificate
+    (without either, the process's shared one)."""
+    if tls is None or not (tls.ca or tls.cert):
+        return shared_context(verify=True)
     ctx = ssl.create_default_context()
-    if tls is None:
-        return ctx
     try:
         if tls.ca:
             ctx.load_verify_locations(cadata=tls.ca.decode("ascii", "replace"))
