@@ -931,15 +931,15 @@ def compare_table(results: list[dict[str, Any]], n: int, conc: str,
                   ready_timeout: float | None = None) -> list[str]:
     """Markdown rows: ours (median) | Flux (median) | ours/flux, one per figure."""
     ours, flux = _pair_sets(results, n, conc)
+    below = flux_ratios(results, n, conc, ready_timeout).get("ready_below")
     lines = ["| figure | ocigitops | Flux | ours/flux |", "|---|---|---|---|"]
     for label, field, unit in COMPARE_ROWS:
         a = _med([_row_val(r, field) for r in ours])
         b = _med([_row_val(r, field) for r in flux])
         ratio = f"{a / b:.2f}" if a is not None and b else "-"
         shown = _fmtv(b, unit)
-        if (field == "ready_s" and b is None and a is not None and ready_timeout and flux
-                and all(f.get("timed_out") for f in flux)):
-            shown, ratio = f"> {ready_timeout:g}s (not all Ready)", f"< {a / ready_timeout:.2f}"
+        if field == "ready_s" and below is not None:
+            shown, ratio = f"> {ready_timeout:g}s (not all Ready)", f"< {below:.2f}"
         lines.append(f"| {label} | {_fmtv(a, unit)} | {shown} | {ratio} |")
     return lines
 
@@ -1016,8 +1016,7 @@ def _cpu_model() -> str:
 def write_results(path: Path, doc: dict[str, Any], args: argparse.Namespace) -> None:
     """benchmarks/RESULTS.md, regenerated from one run of this script."""
     results: list[dict[str, Any]] = doc["results"]
-    first_flux = next((f for r in results for f in (r.get("flux") or {}).values()), None)
-    versions = doc.get("versions") or _versions(first_flux)
+    versions: dict[str, str] = doc["versions"]  # report() records them
     argv = list(sys.argv[1:])
     if "--from-json" in argv:  # the command that measured, not the one that re-rendered
         at = argv.index("--from-json")
